@@ -1,0 +1,1 @@
+"""alertfeed: emergency alerts into social feeds."""

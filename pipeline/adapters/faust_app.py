@@ -1,0 +1,111 @@
+"""The Faust app: two agents, a few lines each, and the worker's HTTP endpoints.
+
+Topics are raw bytes both ways: the runtime parses them itself so that a malformed event
+can be dead-lettered with its exact original bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline.adapters.runtime import OutTopic, WorkerRuntime
+from pipeline.domain.deadletter import RawEvent
+from pipeline.settings import Settings
+
+
+def raw_event(event: Any) -> RawEvent:
+    msg = event.message
+    return RawEvent(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        timestamp_ms=int(msg.timestamp * 1000),
+        key=msg.key,
+        value=msg.value,
+    )
+
+
+class FaustSink:
+    """Sends through the app's producer at once (``force=True``: not attached to the source
+    event), returning the future that resolves when the broker acknowledged the record."""
+
+    def __init__(self, topics: dict[str, Any]) -> None:
+        self._topics = topics
+
+    async def send(self, topic: OutTopic, key: bytes, value: bytes) -> Awaitable[Any]:
+        fut: Awaitable[Any] = await self._topics[topic].send(key=key, value=value, force=True)
+        return fut
+
+
+def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, WorkerRuntime]:
+    """Build the app. ``runtime_factory(sink)`` returns the WorkerRuntime the agents call."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers],
+        broker_client_id=settings.kafka.client_id,
+        store="memory://",
+        datadir=settings.data_dir,
+        topic_partitions=settings.topics.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.metrics.host,
+        web_port=settings.metrics.port,
+        web_transport="aiohttp://",
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        loghandlers=[],
+    )
+    t = settings.topics
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+    outputs = {
+        "interstitials": raw_topic(t.interstitials),
+        "lifecycle": raw_topic(t.lifecycle),
+        "dlq": raw_topic(t.dlq),
+    }
+    runtime: WorkerRuntime = runtime_factory(FaustSink(outputs))
+    match = settings.match
+
+    @app.agent(raw_topic(t.locations), name="alertfeed.match-locations")
+    async def match_locations(stream: Any) -> None:
+        async for events in stream.take_events(match.batch_size, within=match.batch_within_s):
+            await runtime.on_locations([raw_event(e) for e in events])
+
+    @app.agent(raw_topic(t.alerts), name="alertfeed.ingest-alerts")
+    async def ingest_alerts(stream: Any) -> None:
+        async for events in stream.take_events(16, within=0.05):
+            await runtime.on_alerts([raw_event(e) for e in events])
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(
+            runtime.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"ok": True})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        is_ready = bool(runtime.metrics.ready._value.get())
+        return web.json({"ready": is_ready}, status=200 if is_ready else 503)
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalanced(sender: Any, **kwargs: Any) -> None:
+        runtime.metrics.ready.set(1)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        runtime.metrics.ready.set(0)
+
+    return app, runtime

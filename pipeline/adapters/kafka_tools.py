@@ -1,0 +1,214 @@
+"""confluent-kafka tools: topic creation, a delivery-checked producer, and a bounded reader.
+
+Used by the CLI (publish, record, replay, demo) and by the worker's start-up. The Faust
+worker itself consumes and produces through Faust.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """The topics alertfeed needs, with their configuration.
+
+    The alerts topic is the source of truth for the index: compacted and keyed by alert,
+    so a rebuild reads every alert's latest message. Others are time-retained streams.
+    """
+    t = settings.topics
+    rf = t.replication_factor
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        NewTopic(
+            t.alerts,
+            t.partitions,
+            rf,
+            config={"cleanup.policy": "compact", "min.compaction.lag.ms": week},
+        ),
+        NewTopic(t.locations, t.partitions, rf, config={"retention.ms": str(24 * 3600 * 1000)}),
+        NewTopic(t.interstitials, t.partitions, rf, config={"retention.ms": week}),
+        NewTopic(t.lifecycle, t.partitions, rf, config={"retention.ms": week}),
+        NewTopic(t.dlq, t.partitions, rf, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics; returns the names created. Raises BrokerUnavailable."""
+    admin = AdminClient(dict(settings.kafka.confluent_config()))
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot list topics: {exc}") from exc
+    wanted = [spec for spec in topic_specs(settings) if spec.topic not in existing]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise BrokerUnavailable(f"cannot create topic {name}: {exc}") from exc
+    log.info("created topics count=%d", len(created))
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record, bytes untouched."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class DeliveryProducer:
+    """A producer that knows which records the broker acknowledged.
+
+    ``flush()`` raises BrokerUnavailable if any record could not be delivered, so a caller
+    never believes something reached Kafka that did not.
+    """
+
+    def __init__(self, settings: Settings, **extra: str | int) -> None:
+        config: dict[str, str | int | float | bool] = {
+            **settings.kafka.confluent_config(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **extra,
+        }
+        self._producer = Producer(config)
+        self._failures: list[str] = []
+        self.delivered = 0
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+        else:
+            self.delivered += 1
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) if headers else None,
+                    timestamp=timestamp_ms or 0,
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.1)  # backpressure: local queue full
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> int:
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise BrokerUnavailable(f"{remaining} records not delivered within {timeout_s:.0f}s")
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise BrokerUnavailable(f"{len(failures)} records failed: {failures[0]}")
+        return self.delivered
+
+
+def read_topics(
+    settings: Settings,
+    topics: Iterable[str],
+    *,
+    group_id: str | None = None,
+    from_beginning: bool = True,
+    idle_timeout_s: float = 5.0,
+    max_records: int | None = None,
+    deadline_s: float | None = None,
+) -> Iterator[Record]:
+    """Read records until ``idle_timeout_s`` passes with nothing new, ``max_records`` were
+    read, or ``deadline_s`` elapsed. Without ``group_id`` nothing is committed."""
+    config: dict[str, str | int | float | bool] = {
+        **settings.kafka.confluent_config(),
+        "group.id": group_id or f"alertfeed-reader-{time.time_ns()}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": group_id is not None,
+        "enable.partition.eof": False,
+    }
+    consumer = Consumer(config)
+    consumer.subscribe(list(topics))
+    count = 0
+    start = last = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if max_records is not None and count >= max_records:
+                return
+            if deadline_s is not None and now - start > deadline_s:
+                return
+            if now - last > idle_timeout_s:
+                return
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise BrokerUnavailable(f"consume failed: {error}")
+            last = time.monotonic()
+            count += 1
+            yield record_of(msg)
+    finally:
+        consumer.close()
+
+
+def record_of(msg: Any) -> Record:
+    """A consumed confluent-kafka message as a Record."""
+    return Record(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        timestamp_ms=msg.timestamp()[1],
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+    )
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """High watermark of each partition of ``topic``."""
+    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": "alertfeed-offsets"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        partitions = meta.topics[topic].partitions
+        out = {}
+        for p in partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            out[p] = high
+        return out
+    finally:
+        consumer.close()

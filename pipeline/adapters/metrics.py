@@ -1,0 +1,109 @@
+"""Prometheus metrics of a worker. Base units, ``_total`` counters, ``_seconds`` durations.
+
+Labels are low-cardinality only: logical topic names, reason classes, states. Never user
+ids, cells, coordinates or alert ids (per-alert reach is served by ``alertfeed status``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """All metrics of one worker, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "alertfeed_events_in_total", "Events consumed, by logical topic.", ["topic"], registry=r
+        )
+        self.events_out = Counter(
+            "alertfeed_events_out_total",
+            "Events produced, by logical topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "alertfeed_events_dead_lettered_total",
+            "Input events sent to the dead-letter topic, by source topic and reason class.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.dedup_hits = Counter(
+            "alertfeed_dedup_hits_total",
+            "Cards not emitted because the (user, alert) pair already got one.",
+            registry=r,
+        )
+        self.infra_retries = Counter(
+            "alertfeed_infrastructure_retries_total",
+            "Batches retried after an infrastructure failure, by dependency.",
+            ["dependency"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "alertfeed_redis_errors_total", "Failed Redis round trips.", registry=r
+        )
+        self.redis_latency = Histogram(
+            "alertfeed_redis_roundtrip_seconds",
+            "Duration of the index lookups of one location batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "alertfeed_batch_duration_seconds",
+            "Time to process one consumed batch, by logical topic.",
+            ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "alertfeed_batch_events",
+            "Events per consumed batch, by logical topic.",
+            ["topic"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "alertfeed_location_to_card_seconds",
+            "From a location event's timestamp to its card being acknowledged by the broker.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.expansion_duration = Histogram(
+            "alertfeed_alert_expansion_seconds",
+            "Time to parse and cover one alert message.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.lifecycle = Counter(
+            "alertfeed_alert_lifecycle_total",
+            "Alert state changes, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.unresolved_geocodes = Counter(
+            "alertfeed_unresolved_geocodes_total",
+            "Geocodes that could not be resolved to a boundary, by scheme.",
+            ["scheme"],
+            registry=r,
+        )
+        self.active_alerts = Gauge(
+            "alertfeed_active_alerts",
+            "Alerts installed in the index, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.cover_cells = Gauge(
+            "alertfeed_cover_cells",
+            "Compact cover cells of the alerts installed by this worker.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "alertfeed_worker_ready", "1 once the worker has its partitions and serves.", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,269 @@
+"""The cell index and the dedup store on Redis, with keys that work unchanged on Redis Cluster.
+
+Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifier``):
+
+    p:alert:{K}          the installed ActiveAlert (JSON), version included; PXAT its expiry
+    p:cover:{K}:V        the compact cover of version V, packed little-endian uint64 cells
+    p:cell:<cell hex>    SET of "V|K" members: alert K version V covers this cell
+    p:alerts             SET of installed alert keys
+    p:seen:{K}:<user>    one card recorded for (K, user); PXAT the card's expiry
+
+Every command names one key, so nothing is cross-slot; multi-key work is pipelined, which a
+cluster client splits by node. The ``{K}`` hash tags keep an alert's own keys in one slot.
+
+Versioned writes: the members of a new version are added before the alert's record flips
+to that version, and the old version's members are removed after. A reader accepts a
+member only when its version equals the record's, so it sees the old cover or the new one,
+never a mixture; with no record (cancelled or expired) it sees nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import h3.api.basic_int as h3i
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from pipeline.domain.cards import ActiveAlert
+from pipeline.errors import IndexUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_CHUNK = 10_000
+# Keep an alert's record a little past its expiry so late events still see "expired".
+_GRACE_MS = 3600 * 1000
+
+
+def _pack(cells: Iterable[int]) -> bytes:
+    cells = sorted(cells)
+    return struct.pack(f"<{len(cells)}Q", *cells)
+
+
+def _unpack(blob: bytes | str) -> list[int]:
+    data = blob.encode("latin-1") if isinstance(blob, str) else blob
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # The client is built without decode_responses, so replies are bytes; typed as either.
+    return value.encode() if isinstance(value, str) else value
+
+
+async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call, translating client errors into IndexUnavailable."""
+    try:
+        return await call()
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise IndexUnavailable(f"redis unreachable during {what}: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise IndexUnavailable(f"redis error during {what}: {exc}") from exc
+
+
+class RedisCellIndex:
+    """:class:`pipeline.domain.ports.CellIndex` on Redis."""
+
+    def __init__(self, client: Redis, *, prefix: str, resolution: int) -> None:
+        self._r = client
+        self._p = prefix
+        self._resolution = resolution
+
+    # -- keys ------------------------------------------------------------------------------
+    def _alert_key(self, key: str) -> str:
+        return f"{self._p}:alert:{{{key}}}"
+
+    def _cover_key(self, key: str, version: int) -> str:
+        return f"{self._p}:cover:{{{key}}}:{version}"
+
+    def _cell_key(self, cell: int) -> str:
+        return f"{self._p}:cell:{cell:x}"
+
+    @property
+    def _registry(self) -> str:
+        return f"{self._p}:alerts"
+
+    # -- writes ----------------------------------------------------------------------------
+    async def put_alert(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
+        too_fine = [c for c in cells if h3i.get_resolution(c) > self._resolution]
+        if too_fine:
+            raise ValueError(f"cover has cells finer than the index resolution {self._resolution}")
+        old = await self.get_alert(alert.key)
+        member = f"{alert.version}|{alert.key}".encode()
+        await self._sadd_all(cells, member)
+        expires = alert.expires_ms + _GRACE_MS if alert.expires_ms is not None else None
+
+        async def flip() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.set(self._cover_key(alert.key, alert.version), _pack(cells), pxat=expires)
+                pipe.set(self._alert_key(alert.key), alert.to_bytes(), pxat=expires)
+                pipe.sadd(self._registry, alert.key)
+                await pipe.execute()
+
+        await _guard("put_alert", flip)
+        if old is not None and old.version != alert.version:
+            await self._drop_version(old.key, old.version)
+
+    async def remove_alert(self, key: str) -> bool:
+        old = await self.get_alert(key)
+
+        async def unflip() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.delete(self._alert_key(key))
+                pipe.srem(self._registry, key)
+                await pipe.execute()
+
+        await _guard("remove_alert", unflip)
+        if old is None:
+            return False
+        await self._drop_version(key, old.version)
+        return True
+
+    async def _sadd_all(self, cells: Iterable[int], member: bytes) -> None:
+        cell_list = list(cells)
+        for start in range(0, len(cell_list), _CHUNK):
+            chunk = cell_list[start : start + _CHUNK]
+
+            async def write(chunk: list[int] = chunk) -> None:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for cell in chunk:
+                        pipe.sadd(self._cell_key(cell), member)
+                    await pipe.execute()
+
+            await _guard("cover write", write)
+
+    async def _drop_version(self, key: str, version: int) -> None:
+        cover_key = self._cover_key(key, version)
+        blob = await _guard("cover read", lambda: self._r.get(cover_key))
+        if blob:
+            member = f"{version}|{key}".encode()
+            cells = _unpack(blob)
+            for start in range(0, len(cells), _CHUNK):
+                chunk = cells[start : start + _CHUNK]
+
+                async def remove(chunk: list[int] = chunk) -> None:
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        for cell in chunk:
+                            pipe.srem(self._cell_key(cell), member)
+                        await pipe.execute()
+
+                await _guard("cover cleanup", remove)
+        await _guard("cover cleanup", lambda: self._r.delete(cover_key))
+
+    # -- reads -----------------------------------------------------------------------------
+    async def get_alert(self, key: str) -> ActiveAlert | None:
+        raw = await _guard("get_alert", lambda: self._r.get(self._alert_key(key)))
+        return ActiveAlert.from_bytes(_bytes(raw)) if raw else None
+
+    async def active_alerts(self) -> list[ActiveAlert]:
+        keys = await _guard("active_alerts", lambda: self._r.smembers(self._registry))
+        alerts = await self._records(sorted(_bytes(k).decode() for k in keys))
+        return [a for a in alerts.values() if a is not None]
+
+    async def cover_of(self, key: str) -> frozenset[int] | None:
+        """The installed compact cover of ``key`` (for tools and checks)."""
+        alert = await self.get_alert(key)
+        if alert is None:
+            return None
+        blob = await _guard("cover read", lambda: self._r.get(self._cover_key(key, alert.version)))
+        return frozenset(_unpack(blob)) if blob else frozenset()
+
+    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+        res = self._resolution
+        lookups: list[list[int]] = []
+        unique: dict[int, int] = {}
+        for cell in cells:
+            chain = [h3i.cell_to_parent(cell, r) for r in range(res)]
+            chain.append(cell)
+            lookups.append(chain)
+            for c in chain:
+                unique.setdefault(c, len(unique))
+        order = list(unique)
+
+        async def read_cells() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for c in order:
+                    pipe.smembers(self._cell_key(c))
+                return list(await pipe.execute())
+
+        members = await _guard("alerts_at", read_cells)
+        found: dict[int, list[tuple[int, str]]] = {}
+        keys: set[str] = set()
+        for c, mset in zip(order, members, strict=True):
+            if mset:
+                parsed = []
+                for m in mset:
+                    version, _, key = m.decode().partition("|")
+                    parsed.append((int(version), key))
+                    keys.add(key)
+                found[c] = parsed
+        if not keys:
+            return [[] for _ in cells]
+        records = await self._records(sorted(keys))
+        out: list[list[ActiveAlert]] = []
+        for chain in lookups:
+            hits: dict[str, ActiveAlert] = {}
+            for c in chain:
+                for version, key in found.get(c, ()):
+                    record = records.get(key)
+                    if record is not None and record.version == version:
+                        hits[key] = record
+            out.append(list(hits.values()))
+        return out
+
+    async def _records(self, keys: Sequence[str]) -> dict[str, ActiveAlert | None]:
+        async def read() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(self._alert_key(key))
+                return list(await pipe.execute())
+
+        raws = await _guard("alert records", read)
+        return {
+            k: ActiveAlert.from_bytes(r) if r else None for k, r in zip(keys, raws, strict=True)
+        }
+
+
+class RedisDedupStore:
+    """:class:`pipeline.domain.ports.DedupStore` on Redis: one expiring key per (alert, user)."""
+
+    def __init__(self, client: Redis, *, prefix: str) -> None:
+        self._r = client
+        self._p = prefix
+
+    def _key(self, alert_key: str, user_id: str) -> str:
+        return f"{self._p}:seen:{{{alert_key}}}:{user_id}"
+
+    async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        async def read() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for alert_key, user_id in pairs:
+                    pipe.exists(self._key(alert_key, user_id))
+                return list(await pipe.execute())
+
+        return [not n for n in await _guard("dedup read", read)]
+
+    async def mark_seen(
+        self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
+    ) -> None:
+        async def write() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for (alert_key, user_id), until in zip(pairs, expires_at_ms, strict=True):
+                    pipe.set(self._key(alert_key, user_id), b"1", pxat=until + _GRACE_MS)
+                await pipe.execute()
+
+        await _guard("dedup write", write)
+
+
+def redis_client(url: str, *, password: str | None, socket_timeout_s: float) -> Redis:
+    """An asyncio Redis client for ``url`` (hiredis parser when installed)."""
+    return Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        health_check_interval=30,
+    )

@@ -1,0 +1,85 @@
+"""User-location events: ``{"user_id": str, "lat": float, "lon": float, "ts": int}`` plus an
+optional ``accuracy_m``.
+
+Rules (each rejection is a MalformedEvent, dead-lettered with its reason and counted):
+
+* every required field present and of its type; ``user_id`` non-empty;
+* ``lat`` in [-90, 90], ``lon`` in [-180, 180], all numbers finite (JSON has no NaN; a
+  producer that writes one produces invalid JSON, which is rejected as such);
+* ``ts`` in epoch milliseconds, not more than ``max_future_skew_ms`` ahead of the worker's
+  clock: a clock that far off would let one event outlive the freshness window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from pipeline.domain.models import Location
+from pipeline.errors import MalformedEvent
+
+_REQUIRED = ("user_id", "lat", "lon", "ts")
+# Anything below this is seconds or garbage, not epoch ms (it is 2001-09-09 in ms).
+_MIN_TS_MS = 1_000_000_000_000
+
+
+def parse_location(data: bytes, *, now_ms: int, max_future_skew_ms: int) -> Location:
+    """Decode and validate one location event. Raises MalformedEvent with the reason."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"location is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedEvent(f"location must be a JSON object, not {type(obj).__name__}")
+    return location_from_json(obj, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
+
+
+def location_from_json(obj: dict[str, Any], *, now_ms: int, max_future_skew_ms: int) -> Location:
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise MalformedEvent(f"location is missing {', '.join(missing)}")
+    user_id = obj["user_id"]
+    if not isinstance(user_id, str) or not user_id:
+        raise MalformedEvent("location user_id must be a non-empty string")
+    lat = _coordinate(obj["lat"], "lat", 90.0)
+    lon = _coordinate(obj["lon"], "lon", 180.0)
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise MalformedEvent(f"location ts must be an integer (epoch ms), not {type(ts).__name__}")
+    if ts < _MIN_TS_MS:
+        raise MalformedEvent(f"location ts {ts} is not epoch milliseconds")
+    if ts > now_ms + max_future_skew_ms:
+        raise MalformedEvent(f"location ts is {(ts - now_ms) / 1000:.0f}s in the future")
+    accuracy = obj.get("accuracy_m")
+    if accuracy is not None:
+        accuracy = _finite(accuracy, "accuracy_m")
+        if accuracy < 0:
+            raise MalformedEvent("location accuracy_m is negative")
+    return Location(user_id, lat, lon, ts, accuracy)
+
+
+def location_to_json(location: Location) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "user_id": location.user_id,
+        "lat": location.lat,
+        "lon": location.lon,
+        "ts": location.ts,
+    }
+    if location.accuracy_m is not None:
+        out["accuracy_m"] = location.accuracy_m
+    return out
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MalformedEvent(f"location {name} must be a finite number")
+    return float(value)
+
+
+def _coordinate(value: Any, name: str, bound: float) -> float:
+    number = _finite(value, name)
+    if not -bound <= number <= bound:
+        raise MalformedEvent(f"location {name} out of range [-{bound:g}, {bound:g}]")
+    return number

@@ -1,0 +1,41 @@
+"""An alert's areas to its one compact H3 cover.
+
+Within one ``<area>``, polygons and circles are the precise target. Geocodes are CAP's
+"equivalent description": they count only for an area with no polygon and no circle, as
+WEA does. The alert's cover is the union over its areas. Geocodes that cannot be resolved
+are reported on the cover, never dropped silently; an alert with no resolvable area at all
+is rejected (UnsupportedArea).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.domain.cover import CoverLimits, cover_shapes
+from pipeline.domain.models import Alert, AlertCover, Circle, Geocode, Polygon
+from pipeline.errors import UnsupportedArea
+
+GeocodeResolver = Callable[[Sequence[Geocode]], tuple[tuple[Polygon, ...], tuple[Geocode, ...]]]
+
+
+def cover_alert(
+    alert: Alert, *, resolution: int, limits: CoverLimits, resolve_geocodes: GeocodeResolver
+) -> AlertCover:
+    polygons: list[Polygon] = []
+    circles: list[Circle] = []
+    coded: list[Geocode] = []
+    for area in alert.areas:
+        if area.polygons or area.circles:
+            polygons.extend(area.polygons)
+            circles.extend(area.circles)
+        else:
+            coded.extend(area.geocodes)
+    unresolved: tuple[Geocode, ...] = ()
+    if coded:
+        resolved, unresolved = resolve_geocodes(coded)
+        polygons.extend(resolved)
+    if not polygons and not circles:
+        codes = ", ".join(f"{g.name} {g.value}" for g in unresolved) or "none"
+        raise UnsupportedArea(f"alert has no resolvable area (unresolved geocodes: {codes})")
+    cells = cover_shapes(polygons, circles, resolution, limits)
+    return AlertCover(resolution=resolution, cells=cells, unresolved=unresolved)

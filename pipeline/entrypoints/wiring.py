@@ -1,0 +1,49 @@
+"""Builds the domain services and their adapters from the one Settings object."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from redis.asyncio import Redis
+
+from pipeline.adapters.census import CensusGazetteer
+from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.domain.cover import CoverLimits
+from pipeline.domain.geocodes import resolve_geocodes
+from pipeline.domain.models import AlertCover
+from pipeline.domain.policy import AudiencePolicy
+from pipeline.domain.targeting import cover_alert
+from pipeline.settings import Settings
+
+
+def make_redis(settings: Settings) -> Redis:
+    r = settings.redis
+    return redis_client(r.url, password=r.resolved_password(), socket_timeout_s=r.socket_timeout_s)
+
+
+def make_index(settings: Settings, client: Redis) -> tuple[RedisCellIndex, RedisDedupStore]:
+    prefix = settings.redis.key_prefix
+    return (
+        RedisCellIndex(client, prefix=prefix, resolution=settings.match.resolution),
+        RedisDedupStore(client, prefix=prefix),
+    )
+
+
+def make_policy(settings: Settings) -> AudiencePolicy:
+    return AudiencePolicy.of(settings.policy.allowed_senders, settings.policy.test_users)
+
+
+def cover_limits(settings: Settings) -> CoverLimits:
+    m = settings.match
+    return CoverLimits(max_vertices=m.max_vertices, max_shapes=m.max_shapes, max_cells=m.max_cells)
+
+
+def make_coverer(settings: Settings, resolution: int | None = None) -> partial[AlertCover]:
+    """``cover(alert) -> AlertCover`` with the census gazetteer and the configured limits."""
+    gazetteer = CensusGazetteer()
+    return partial(
+        cover_alert,
+        resolution=settings.match.resolution if resolution is None else resolution,
+        limits=cover_limits(settings),
+        resolve_geocodes=partial(resolve_geocodes, gazetteer=gazetteer),
+    )

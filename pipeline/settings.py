@@ -1,0 +1,177 @@
+"""The one settings object. Built once in the entrypoint and passed down; nothing else
+reads the environment.
+
+Every field can be set from the environment with the ``ALERTFEED_`` prefix and ``__`` for
+nesting, for example::
+
+    ALERTFEED_KAFKA__URL=kafka://broker-1:9092,broker-2:9092
+    ALERTFEED_REDIS__URL=redis://:secret@redis:6379/0
+    ALERTFEED_MATCH__RESOLUTION=10
+    ALERTFEED_POLICY__ALLOWED_SENDERS='["w-nws.webmaster@noaa.gov","amber@ncmec.org"]'
+
+Connection strings parse into typed settings, like arq's ``RedisSettings.from_dsn``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigurationError
+
+
+class KafkaSettings(BaseModel):
+    """``url`` is ``kafka://host:port[,host:port...]``."""
+
+    url: str = "kafka://127.0.0.1:9092"
+    client_id: str = "alertfeed"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parse_kafka_url(value)
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return parse_kafka_url(self.url)
+
+    def confluent_config(self) -> dict[str, str | int | float | bool]:
+        """Client configuration for confluent-kafka (librdkafka property names)."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": ",".join(self.bootstrap_servers),
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        return config
+
+
+def parse_kafka_url(url: str) -> list[str]:
+    """``kafka://h1:9092,h2:9092`` (or a bare ``h1:9092,h2``) into ``["h1:9092", "h2:9092"]``."""
+    body = url.split("://", 1)[1] if "://" in url else url
+    if url.startswith(("kafka://", "aiokafka://")) or "://" not in url:
+        servers = [part.strip() for part in body.strip("/").split(",") if part.strip()]
+        if servers:
+            return [s if ":" in s else f"{s}:9092" for s in servers]
+    raise ValueError(f"not a Kafka URL (kafka://host:port[,host:port]): {url!r}")
+
+
+class RedisSettings(BaseModel):
+    """``url`` is ``redis://[user:password@]host:port/db`` or ``rediss://`` for TLS."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    key_prefix: str = "af"
+    socket_timeout_s: float = 5.0
+    cluster: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(f"not a Redis URL (redis://host:port/db): {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 6379
+
+    @property
+    def db(self) -> int:
+        path = urlsplit(self.url).path.strip("/")
+        return int(path) if path else 0
+
+    @property
+    def ssl(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        raw = urlsplit(self.url).password
+        return unquote(raw) if raw else None
+
+
+class TopicSettings(BaseModel):
+    """Real topic names of the logical topics. ``partitions`` is used when creating them."""
+
+    alerts: str = "alertfeed.alerts"
+    locations: str = "alertfeed.locations"
+    interstitials: str = "alertfeed.interstitials"
+    lifecycle: str = "alertfeed.lifecycle"
+    dlq: str = "alertfeed.dlq"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def by_logical_name(self) -> dict[str, str]:
+        return {
+            "alerts": self.alerts,
+            "locations": self.locations,
+            "interstitials": self.interstitials,
+            "lifecycle": self.lifecycle,
+            "dlq": self.dlq,
+        }
+
+
+class MatchSettings(BaseModel):
+    resolution: int = Field(default=10, ge=0, le=15)
+    batch_size: int = Field(default=1000, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_vertices: int = Field(default=500_000, ge=3)
+    max_shapes: int = Field(default=1_000, ge=1)
+    max_cells: int = Field(default=3_000_000, ge=1)
+
+
+class PolicySettings(BaseModel):
+    """Who may interrupt feeds. Empty ``allowed_senders`` admits nobody: safe by default."""
+
+    allowed_senders: list[str] = Field(default_factory=list)
+    test_users: list[str] = Field(default_factory=list)
+
+
+class MetricsSettings(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ALERTFEED_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    app_id: str = "alertfeed"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    data_dir: str = ".alertfeed-data"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment plus explicit overrides (entrypoints only)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: {exc}") from exc

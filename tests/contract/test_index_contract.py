@@ -1,0 +1,122 @@
+"""One contract, two implementations: the Redis index (on the real server) and its
+in-process twin. Every test runs against both."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h3.api.basic_int as h3i
+import pytest
+
+from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
+from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.domain.cards import ActiveAlert
+from tests.support.services import Services
+
+RES = 9
+AUSTIN = (30.2672, -97.7431)
+HOUSTON = (29.7604, -95.3698)
+
+Body = Callable[[Any, Any], Awaitable[None]]
+
+
+def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> ActiveAlert:
+    return ActiveAlert(
+        key=key, alert_id=key.split("|")[1], sender=key.split("|")[0], message_id=key.split("|")[1],
+        version=version, status=status, sent_ms=version, expires_ms=None, priority=100,
+        locale="en-US", card={"headline": f"v{version}"},
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+    """Runs ``body(index, dedup)`` on a fresh event loop against one implementation."""
+
+    def runner(body: Body) -> None:
+        async def main() -> None:
+            if request.param == "memory":
+                await body(MemoryCellIndex(resolution=RES), MemoryDedupStore())
+                return
+            services: Services = request.getfixturevalue("services")
+            client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
+            prefix = f"ct{uuid.uuid4().hex[:8]}"
+            try:
+                await body(RedisCellIndex(client, prefix=prefix, resolution=RES),
+                           RedisDedupStore(client, prefix=prefix))
+            finally:
+                await client.aclose()
+
+        asyncio.run(main())
+
+    return runner
+
+
+def cell(latlon: tuple[float, float], res: int = RES) -> int:
+    return int(h3i.latlng_to_cell(latlon[0], latlon[1], res))
+
+
+def test_alert_is_found_through_a_coarse_compact_cell(run: Callable[[Body], None]) -> None:
+    async def body(index: Any, _: Any) -> None:
+        coarse = h3i.cell_to_parent(cell(AUSTIN), 5)
+        await index.put_alert(active(), frozenset({coarse}))
+        hits = await index.alerts_at([cell(AUSTIN), cell(HOUSTON)])
+        assert [a.key for a in hits[0]] == ["s|a1"]
+        assert hits[1] == []
+
+    run(body)
+
+
+def test_update_replaces_the_cover_and_the_content(run: Callable[[Body], None]) -> None:
+    async def body(index: Any, _: Any) -> None:
+        await index.put_alert(active(version=1), frozenset({cell(AUSTIN)}))
+        await index.put_alert(active(version=2), frozenset({cell(HOUSTON)}))
+        hits = await index.alerts_at([cell(AUSTIN), cell(HOUSTON)])
+        assert hits[0] == []
+        assert [(a.version, a.card["headline"]) for a in hits[1]] == [(2, "v2")]
+
+    run(body)
+
+
+def test_removed_alert_is_never_matched_again(run: Callable[[Body], None]) -> None:
+    async def body(index: Any, _: Any) -> None:
+        await index.put_alert(active(), frozenset({cell(AUSTIN)}))
+        assert await index.remove_alert("s|a1") is True
+        assert await index.alerts_at([cell(AUSTIN)]) == [[]]
+        assert await index.get_alert("s|a1") is None
+        assert await index.remove_alert("s|a1") is False
+
+    run(body)
+
+
+def test_overlapping_alerts_are_both_returned_once(run: Callable[[Body], None]) -> None:
+    async def body(index: Any, _: Any) -> None:
+        c = cell(AUSTIN)
+        await index.put_alert(active("s|a1"), frozenset({h3i.cell_to_parent(c, 3), c}))
+        await index.put_alert(active("s|a2"), frozenset({h3i.cell_to_parent(c, 7)}))
+        [hits] = await index.alerts_at([c])
+        assert sorted(a.key for a in hits) == ["s|a1", "s|a2"]
+        assert sorted(a.key for a in await index.active_alerts()) == ["s|a1", "s|a2"]
+
+    run(body)
+
+
+def test_cells_finer_than_the_index_resolution_are_refused(run: Callable[[Body], None]) -> None:
+    async def body(index: Any, _: Any) -> None:
+        with pytest.raises(ValueError, match="finer"):
+            await index.put_alert(active(), frozenset({cell(AUSTIN, RES + 1)}))
+
+    run(body)
+
+
+def test_dedup_remembers_pairs_independently(run: Callable[[Body], None]) -> None:
+    async def body(_: Any, dedup: Any) -> None:
+        pairs = [("s|a1", "u1"), ("s|a1", "u2"), ("s|a2", "u1")]
+        assert await dedup.unseen(pairs) == [True, True, True]
+        far = 4_102_444_800_000  # 2100-01-01
+        await dedup.mark_seen([("s|a1", "u1")], [far])
+        assert await dedup.unseen(pairs) == [False, True, True]
+
+    run(body)

@@ -1,0 +1,67 @@
+"""Factories for test events: build what a test needs, name only what it cares about."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_seq = itertools.count(1)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def make_alert_json(
+    *,
+    polygons: Sequence[Sequence[tuple[float, float]]] = (),
+    circles: Sequence[tuple[float, float, float]] = (),
+    geocodes: Sequence[tuple[str, str]] = (),
+    sender: str = "amber@dps.texas.example",
+    identifier: str | None = None,
+    status: str = "Actual",
+    msg_type: str = "Alert",
+    references: Sequence[tuple[str, str, str]] = (),
+    sent: datetime | None = None,
+    expires_in: timedelta | None = timedelta(hours=6),
+    headline: str = "AMBER Alert: test child, silver sedan",
+) -> dict[str, Any]:
+    """An alert-JSON object (schemas/alert.schema.json) with one area."""
+    sent = sent or datetime.now(UTC) + timedelta(milliseconds=next(_seq))
+    area: dict[str, Any] = {"description": "test area"}
+    if polygons:
+        area["polygons"] = [[list(p) for p in ring] + [list(ring[0])] for ring in polygons]
+    if circles:
+        area["circles"] = [{"lat": a, "lon": o, "radius_km": r} for a, o, r in circles]
+    if geocodes:
+        area["geocodes"] = [{"name": n, "value": v} for n, v in geocodes]
+    return {
+        "id": identifier or f"TEST-{uuid.uuid4().hex[:12]}",
+        "sender": sender,
+        "sent": iso(sent),
+        "status": status,
+        "msg_type": msg_type,
+        "references": [{"sender": s, "id": i, "sent": t} for s, i, t in references],
+        "expires": iso(sent + expires_in) if expires_in else None,
+        "event": "Child Abduction Emergency",
+        "event_codes": [{"name": "SAME", "value": "CAE"}],
+        "category": ["Rescue"],
+        "severity": "Severe",
+        "urgency": "Immediate",
+        "language": "en-US",
+        "headline": headline,
+        "description": "Last seen near the test area.",
+        "instruction": "Call 911 if you see the child.",
+        "web": "https://www.missingkids.org/poster/TEST/1",
+        "child": {"name": "Test Child", "age": "7"},
+        "vehicle": {"make": "Honda", "color": "Silver", "license_plate": "TEST123"},
+        "areas": [area] if len(area) > 1 else [],
+    }

@@ -1,0 +1,74 @@
+"""Producing to and reading from the real broker in tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+
+from pipeline.adapters.kafka_tools import DeliveryProducer, Record, record_of
+from pipeline.settings import Settings
+
+
+def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = DeliveryProducer(settings)
+    for key, value in records:
+        producer.send(topic, value, key=key)
+    return producer.flush()
+
+
+def produce_json(settings: Settings, topic: str, items: Iterable[tuple[str, object]]) -> int:
+    return produce(settings, topic, ((k.encode(), orjson.dumps(v)) for k, v in items))
+
+
+def collect(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[Record]], bool] = lambda _: False,
+    timeout_s: float = 60.0,
+    settle_s: float = 3.0,
+) -> list[Record]:
+    """Every record of ``topic`` from the beginning: reads until ``until(records)`` holds and
+    then ``settle_s`` more seconds (to catch extras that must not be there), or ``timeout_s``."""
+    consumer = Consumer(
+        {
+            **settings.kafka.confluent_config(),
+            "group.id": f"test-collect-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    satisfied_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if now > deadline or (satisfied_at is not None and now - satisfied_at >= settle_s):
+                return records
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                records.append(
+                    Record(
+                        topic=msg.topic(),
+                        partition=msg.partition(),
+                        offset=msg.offset(),
+                        timestamp_ms=msg.timestamp()[1],
+                        key=msg.key(),
+                        value=msg.value(),
+                        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+                    )
+                )
+            if satisfied_at is None and until(records):
+                satisfied_at = time.monotonic()
+    finally:
+        consumer.close()
+
+
+def values(records: Iterable[Record]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records if r.value is not None]
