@@ -1,0 +1,82 @@
+"""The location join on the in-process twins: policy, expiry and dedup decisions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import h3.api.basic_int as h3i
+import orjson
+
+from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
+from pipeline.domain.cards import ActiveAlert, event_id
+from pipeline.domain.deadletter import RawEvent
+from pipeline.domain.matching import Matcher
+from pipeline.domain.policy import AudiencePolicy
+
+NOW = 1_795_400_000_000
+RES = 9
+AUSTIN = (30.2672, -97.7431)
+
+
+def alert(key: str = "s|a1", status: str = "Actual", expires_ms: int | None = None) -> ActiveAlert:
+    return ActiveAlert(key=key, alert_id="a1", sender="s", message_id="a1", version=1, status=status,
+                       sent_ms=NOW, expires_ms=expires_ms, priority=100, locale="en-US", card={})
+
+
+def raw(user: str, lat: float, lon: float, ts: int = NOW, offset: int = 0) -> RawEvent:
+    value = orjson.dumps({"user_id": user, "lat": lat, "lon": lon, "ts": ts})
+    return RawEvent("loc", 0, offset, ts, user.encode(), value)
+
+
+def setup(active: ActiveAlert, test_users: tuple[str, ...] = ()) -> Matcher:
+    index = MemoryCellIndex(resolution=RES)
+    cell = h3i.cell_to_parent(h3i.latlng_to_cell(*AUSTIN, RES), 6)
+    asyncio.run(index.put_alert(active, frozenset({cell})))
+    return Matcher(index, MemoryDedupStore(), AudiencePolicy.of(["s"], test_users),
+                   resolution=RES, max_future_skew_ms=60_000, clock_ms=lambda: NOW)
+
+
+def run(matcher: Matcher, events: list[RawEvent]) -> list[str]:
+    async def go() -> list[str]:
+        result = await matcher.match(events)
+        await matcher.confirm(result)
+        return [c["user_id"] for c in result.cards]
+
+    return asyncio.run(go())
+
+
+def test_one_card_per_user_within_a_batch_and_across_batches() -> None:
+    m = setup(alert())
+    assert run(m, [raw("u1", *AUSTIN), raw("u1", *AUSTIN), raw("u2", *AUSTIN)]) == ["u1", "u2"]
+    assert run(m, [raw("u1", *AUSTIN), raw("u3", *AUSTIN)]) == ["u3"]
+
+
+def test_user_far_away_gets_nothing() -> None:
+    assert run(setup(alert()), [raw("u1", 29.76, -95.37)]) == []
+
+
+def test_test_alert_reaches_only_test_users() -> None:
+    m = setup(alert(status="Test"), test_users=("qa-1",))
+    assert run(m, [raw("public", *AUSTIN), raw("qa-1", *AUSTIN)]) == ["qa-1"]
+
+
+def test_location_after_expiry_gets_nothing() -> None:
+    assert run(setup(alert(expires_ms=NOW - 1)), [raw("u1", *AUSTIN)]) == []
+
+
+def test_bad_event_is_dead_lettered_and_the_rest_still_match() -> None:
+    m = setup(alert())
+    bad = RawEvent("loc", 2, 41, NOW, b"k", b"{oops")
+
+    async def go() -> tuple[list[str], list[dict[str, object]]]:
+        result = await m.match([bad, raw("u1", *AUSTIN)])
+        return [c["user_id"] for c in result.cards], result.dead_letters
+
+    cards, dead = asyncio.run(go())
+    assert cards == ["u1"]
+    assert [(d["source"]["partition"], d["source"]["offset"]) for d in dead] == [(2, 41)]  # type: ignore[index]
+
+
+def test_event_id_is_deterministic_per_alert_and_user() -> None:
+    assert event_id("s|a1", "u1") == event_id("s|a1", "u1")
+    assert len({event_id("s|a1", "u1"), event_id("s|a1", "u2"), event_id("s|a2", "u1")}) == 3
