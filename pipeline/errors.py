@@ -8,6 +8,7 @@
     │   └── PolicyRejected       valid, but not allowed (unknown sender, ...)
     ├── InfrastructureError      Kafka or Redis unavailable: retried with backoff, never dropped
     │   ├── IndexUnavailable     the cell index (Redis) failed
+    │   │   └── IndexNotBuilt    the index lost its contents: rebuild from the alerts topic
     │   └── BrokerUnavailable    the Kafka broker failed
     └── ConfigurationError       settings that cannot work; raised at start-up
 
@@ -58,6 +59,10 @@ class InfrastructureError(AlertfeedError):
 
 class IndexUnavailable(InfrastructureError):
     pass
+
+
+class IndexNotBuilt(IndexUnavailable):
+    """The index store is empty or was flushed; matching waits for a rebuild."""
 
 
 class BrokerUnavailable(InfrastructureError):

@@ -136,6 +136,8 @@ class MatchSettings(BaseModel):
     batch_size: int = Field(default=1000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
     max_future_skew_s: float = Field(default=300.0, ge=0)
+    freshness_s: float = Field(default=1800.0, gt=0)
+    expiry_check_s: float = Field(default=5.0, gt=0)
     max_vertices: int = Field(default=500_000, ge=3)
     max_shapes: int = Field(default=1_000, ge=1)
     max_cells: int = Field(default=3_000_000, ge=1)

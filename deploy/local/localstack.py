@@ -90,10 +90,18 @@ def kafka_libs() -> Path:
     return libs
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (all sockets held open until every port is chosen)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def port_open(port: int) -> bool:
@@ -147,10 +155,11 @@ class LocalStack:
     def __init__(self, state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> None:
         self.state_dir = state_dir.resolve()
         self.state_file = self.state_dir / "stack.json"
+        spare = [p for p in free_ports(5) if p not in (kafka_port, redis_port)]
         self.state = StackState(
-            kafka_port=kafka_port or free_port(),
-            controller_port=free_port(),
-            redis_port=redis_port or free_port(),
+            kafka_port=kafka_port or spare.pop(),
+            controller_port=spare.pop(),
+            redis_port=redis_port or spare.pop(),
         )
         self._children: list[subprocess.Popen[bytes]] = []
 

@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from pipeline.domain.deadletter import RawEvent
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
 
@@ -197,6 +198,58 @@ def record_of(msg: Any) -> Record:
         value=msg.value(),
         headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
     )
+
+
+def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEvent]:
+    """Every message of the alerts topic up to its current end, partition by partition,
+    for rebuilding the index. Commits nothing. Raises BrokerUnavailable."""
+    topic = settings.topics.alerts
+    consumer = Consumer(
+        {
+            **settings.kafka.confluent_config(),
+            "group.id": f"{settings.app_id}-rebuild",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise BrokerUnavailable(f"alerts topic {topic} is not available")
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for partition in meta.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        out: list[RawEvent] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            record = record_of(msg)
+            out.append(
+                RawEvent(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.timestamp_ms,
+                    record.key,
+                    record.value,
+                )
+            )
+            if record.offset + 1 >= ends.get(record.partition, 0):
+                ends.pop(record.partition, None)
+        if ends:
+            raise BrokerUnavailable(f"alerts topic not read to its end within {timeout_s:.0f}s")
+        return out
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read the alerts topic: {exc}") from exc
+    finally:
+        consumer.close()
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

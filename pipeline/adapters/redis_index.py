@@ -6,6 +6,8 @@ Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifi
     p:cover:{K}:V        the compact cover of version V, packed little-endian uint64 cells
     p:cell:<cell hex>    SET of "V|K" members: alert K version V covers this cell
     p:alerts             SET of installed alert keys
+    p:tomb:{K}           version of the Cancel of K; expires when K could no longer matter
+    p:built              present once the index holds the whole alerts topic (rebuild marker)
     p:seen:{K}:<user>    one card recorded for (K, user); PXAT the card's expiry
 
 Every command names one key, so nothing is cross-slot; multi-key work is pipelined, which a
@@ -29,7 +31,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from pipeline.domain.cards import ActiveAlert
-from pipeline.errors import IndexUnavailable
+from pipeline.errors import IndexNotBuilt, IndexUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ class RedisCellIndex:
     def _registry(self) -> str:
         return f"{self._p}:alerts"
 
+    @property
+    def _built(self) -> str:
+        return f"{self._p}:built"
+
+    def _tomb_key(self, key: str) -> str:
+        return f"{self._p}:tomb:{{{key}}}"
+
     # -- writes ----------------------------------------------------------------------------
     async def put_alert(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
         too_fine = [c for c in cells if h3i.get_resolution(c) > self._resolution]
@@ -110,17 +119,35 @@ class RedisCellIndex:
     async def remove_alert(self, key: str) -> bool:
         old = await self.get_alert(key)
 
-        async def unflip() -> None:
+        async def unflip() -> int:
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.delete(self._alert_key(key))
                 pipe.srem(self._registry, key)
-                await pipe.execute()
+                deleted, _ = await pipe.execute()
+                return int(deleted)
 
-        await _guard("remove_alert", unflip)
-        if old is None:
-            return False
-        await self._drop_version(key, old.version)
-        return True
+        removed = await _guard("remove_alert", unflip)
+        if old is not None:
+            await self._drop_version(key, old.version)
+        return removed == 1
+
+    async def tombstone(self, key: str, version: int, keep_until_ms: int) -> None:
+        async def write() -> None:
+            current = await self._r.get(self._tomb_key(key))
+            if current is None or int(current) < version:
+                await self._r.set(self._tomb_key(key), str(version), pxat=keep_until_ms)
+
+        await _guard("tombstone", write)
+
+    async def cancelled_version(self, key: str) -> int | None:
+        raw = await _guard("tombstone read", lambda: self._r.get(self._tomb_key(key)))
+        return int(raw) if raw is not None else None
+
+    async def mark_built(self) -> None:
+        await _guard("mark built", lambda: self._r.set(self._built, b"1"))
+
+    async def is_built(self) -> bool:
+        return bool(await _guard("built check", lambda: self._r.exists(self._built)))
 
     async def _sadd_all(self, cells: Iterable[int], member: bytes) -> None:
         cell_list = list(cells)
@@ -185,11 +212,14 @@ class RedisCellIndex:
 
         async def read_cells() -> list[Any]:
             async with self._r.pipeline(transaction=False) as pipe:
+                pipe.exists(self._built)
                 for c in order:
                     pipe.smembers(self._cell_key(c))
                 return list(await pipe.execute())
 
-        members = await _guard("alerts_at", read_cells)
+        built, *members = await _guard("alerts_at", read_cells)
+        if not built:
+            raise IndexNotBuilt("the index has no rebuild marker (empty, flushed or failed over)")
         found: dict[int, list[tuple[int, str]]] = {}
         keys: set[str] = set()
         for c, mset in zip(order, members, strict=True):

@@ -2,12 +2,19 @@
 
 :meth:`AlertIngest.prepare` is pure and CPU-bound (parse, sender policy, H3 cover); the
 worker runs it off the event loop. :meth:`AlertIngest.apply` installs the result in the
-:class:`CellIndex` and returns the lifecycle events to publish.
+:class:`CellIndex` and says what changed.
 
-An Update or Cancel refers to the alert as first issued through ``<references>``: its
-index key is the earliest referenced ``sender|identifier``, so an Update replaces the
-cover of the alert it updates and a Cancel removes it. Versions are the messages' ``sent``
-times: an older message never overwrites a newer one, whatever order Kafka delivers them in.
+Lifecycle rules, keyed by the alert as first issued (``sender|identifier``):
+
+* An Update or Cancel names that alert in ``<references>``: its key is the earliest
+  referenced ``sender|identifier``. An Update replaces the areas and the content.
+* Versions are the messages' ``sent`` times: an older message never overwrites a newer
+  one, whatever order Kafka delivers them in. So an Update that arrives before its Alert
+  is installed, and the late Alert is ignored as older.
+* A Cancel removes the alert at once and leaves a tombstone: a late Alert or Update of the
+  same alert is never installed afterwards, even if it arrives after the Cancel.
+* An alert whose ``expires`` has passed is never installed, and :meth:`expire_due`
+  removes installed ones when their time comes.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.domain.cards import activate
+from pipeline.domain.cards import ActiveAlert, activate
 from pipeline.domain.formats import parse_alert_message
 from pipeline.domain.models import Alert, AlertCover, alert_key
 from pipeline.domain.policy import AudiencePolicy
 from pipeline.domain.ports import CellIndex
 
 LIFECYCLE_SCHEMA = "alertfeed.lifecycle/1"
+# How long a Cancel is remembered when the cancelled alert gave no expiry of its own.
+TOMBSTONE_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,16 @@ class PreparedAlert:
     key: str
     alert_id: str
     cover: AlertCover | None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one applied message changed: the lifecycle event to publish and, for an issued
+    or updated alert, the installed alert and its cover (for the presence fan-out)."""
+
+    lifecycle: dict[str, Any]
+    alert: ActiveAlert | None = None
+    cells: frozenset[int] = frozenset()
 
 
 def original_of(alert: Alert) -> tuple[str, str]:
@@ -64,34 +83,68 @@ class AlertIngest:
             prepared.append(PreparedAlert(alert, alert_key(sender, identifier), identifier, cover))
         return prepared
 
-    async def apply(self, item: PreparedAlert) -> dict[str, Any] | None:
-        """Install ``item``; returns the lifecycle event, or None when it changed nothing."""
+    async def apply(self, item: PreparedAlert, *, replay: bool = False) -> Applied | None:
+        """Install ``item``; returns what changed, or None when nothing did.
+
+        With ``replay`` (rebuilding the index from the alerts topic) the index is updated
+        the same way but nothing is announced: those changes were announced long ago.
+        """
         alert = item.alert
-        current = await self.index.get_alert(item.key)
-        if current is not None and current.version >= alert.sent_ms and alert.msg_type != "Cancel":
-            return None  # a newer message for this alert is already installed
         if alert.msg_type == "Cancel":
-            if not await self.index.remove_alert(item.key):
-                return None
-            return self._lifecycle(item, "cancelled", cells=0)
+            return await self._cancel(item, replay)
         if alert.msg_type not in ("Alert", "Update"):
+            return None
+        if await self.index.cancelled_version(item.key) is not None:
+            return None  # cancelled alerts stay cancelled
+        current = await self.index.get_alert(item.key)
+        if current is not None and current.version >= alert.sent_ms:
+            return None  # a newer message of this alert is already installed
+        if alert.expires_ms is not None and alert.expires_ms <= self._clock_ms():
             return None
         assert item.cover is not None
         active = activate(alert, key=item.key, alert_id=item.alert_id, version=alert.sent_ms)
         await self.index.put_alert(active, item.cover.cells)
+        if replay:
+            return None
         state = "issued" if current is None else "updated"
-        return self._lifecycle(item, state, cells=len(item.cover.cells))
+        event = self._lifecycle(active, state, cells=len(item.cover.cells), cover=item.cover)
+        return Applied(event, active, item.cover.cells)
 
-    def _lifecycle(self, item: PreparedAlert, state: str, *, cells: int) -> dict[str, Any]:
-        alert = item.alert
-        cover = item.cover
+    async def _cancel(self, item: PreparedAlert, replay: bool) -> Applied | None:
+        current = await self.index.get_alert(item.key)
+        if current is not None and current.version > item.alert.sent_ms:
+            return None  # the Cancel is older than what is installed: an out-of-date replay
+        expiry = current.expires_ms if current and current.expires_ms else None
+        keep_until = max(expiry or 0, item.alert.sent_ms + TOMBSTONE_MS)
+        await self.index.tombstone(item.key, item.alert.sent_ms, keep_until)
+        if not await self.index.remove_alert(item.key) or replay or current is None:
+            return None
+        event = self._lifecycle(current, "cancelled", cells=0)
+        event["message_id"] = item.alert.identifier
+        event["version"] = item.alert.sent_ms
+        return Applied(event)
+
+    async def expire_due(self) -> list[dict[str, Any]]:
+        """Remove every installed alert whose ``expires`` has passed; returns the lifecycle
+        events of the ones this call removed (one caller wins each, across workers)."""
+        now = self._clock_ms()
+        events = []
+        for alert in await self.index.active_alerts():
+            expired = alert.expires_ms is not None and alert.expires_ms <= now
+            if expired and await self.index.remove_alert(alert.key):
+                events.append(self._lifecycle(alert, "expired", cells=0))
+        return events
+
+    def _lifecycle(
+        self, alert: ActiveAlert, state: str, *, cells: int, cover: AlertCover | None = None
+    ) -> dict[str, Any]:
         return {
             "schema": LIFECYCLE_SCHEMA,
-            "alert_id": item.alert_id,
+            "alert_id": alert.alert_id,
             "alert_sender": alert.sender,
-            "message_id": alert.identifier,
+            "message_id": alert.message_id,
             "state": state,
-            "version": alert.sent_ms,
+            "version": alert.version,
             "status": alert.status,
             "sent_ms": alert.sent_ms,
             "expires_ms": alert.expires_ms,

@@ -2,12 +2,17 @@
 
 For a batch of raw location events the :class:`Matcher`
 
-1. validates each event (bad ones become dead letters),
-2. maps it to its H3 cell at the index resolution,
+1. validates each event (bad ones become dead letters; ones older than the freshness
+   window are ignored and counted: that user's location is no longer known),
+2. maps it to its H3 cell at the index resolution and records it in the presence store,
 3. asks the :class:`CellIndex` which alerts cover those cells (one round trip),
 4. keeps the alerts the user may see (status policy, expiry at the event's time),
 5. drops pairs already carded, within the batch and per the :class:`DedupStore`,
 6. builds the cards.
+
+:meth:`Matcher.fan_out` serves the other direction: when an alert is issued or its area
+grows, it cards the users already inside, by their last known location, without waiting
+for their next location event.
 
 The caller publishes the cards and, once the broker acknowledged them, calls
 :meth:`Matcher.confirm`: a crash in between re-sends a byte-identical card on redelivery
@@ -16,18 +21,18 @@ rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import h3.api.basic_int as h3i
 
-from pipeline.domain.cards import card_expiry_ms, interstitial
+from pipeline.domain.cards import ActiveAlert, card_expiry_ms, interstitial
 from pipeline.domain.deadletter import RawEvent, dead_letter
 from pipeline.domain.locations import parse_location
-from pipeline.domain.models import Location
+from pipeline.domain.models import Sighting
 from pipeline.domain.policy import AudiencePolicy
-from pipeline.domain.ports import CellIndex, DedupStore
+from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
 from pipeline.errors import BadInput
 
 
@@ -39,6 +44,7 @@ class MatchResult:
     seen_pairs: list[tuple[str, str]] = field(default_factory=list)
     seen_expiry_ms: list[int] = field(default_factory=list)
     duplicates: int = 0
+    stale: int = 0
 
 
 class Matcher:
@@ -48,12 +54,16 @@ class Matcher:
         dedup: DedupStore,
         policy: AudiencePolicy,
         *,
+        presence: PresenceStore,
         resolution: int,
         max_future_skew_ms: int,
+        freshness_ms: int,
         clock_ms: Callable[[], int],
     ) -> None:
         self._index = index
         self._dedup = dedup
+        self._presence = presence
+        self._freshness_ms = freshness_ms
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -62,48 +72,68 @@ class Matcher:
     async def match(self, events: Sequence[RawEvent]) -> MatchResult:
         result = MatchResult()
         now = self._clock_ms()
-        locations: list[Location] = []
+        oldest = now - self._freshness_ms
+        sightings: list[Sighting] = []
+        res = self._resolution
         for raw in events:
             try:
-                locations.append(
-                    parse_location(raw.value or b"", now_ms=now, max_future_skew_ms=self._skew_ms)
-                )
+                loc = parse_location(raw.value or b"", now_ms=now, max_future_skew_ms=self._skew_ms)
             except BadInput as exc:
                 result.dead_letters.append(
                     dead_letter(raw, exc, logical_topic="locations", now_ms=now)
                 )
-        result.locations = len(locations)
-        if not locations:
+                continue
+            if loc.ts < oldest:
+                result.stale += 1
+                continue
+            cell = h3i.latlng_to_cell(loc.lat, loc.lon, res)
+            sightings.append(Sighting(loc.user_id, cell, loc.ts))
+        result.locations = len(sightings)
+        if not sightings:
             return result
-        res = self._resolution
-        cells = [h3i.latlng_to_cell(loc.lat, loc.lon, res) for loc in locations]
-        covering = await self._index.alerts_at(cells)
+        covering = await self._index.alerts_at([s.cell for s in sightings])
+        await self._presence.record(sightings)
+        await self._card(result, zip(sightings, covering, strict=True))
+        return result
 
-        candidates: list[tuple[Location, Any]] = []
+    async def fan_out(self, alert: ActiveAlert, cover: frozenset[int]) -> MatchResult:
+        """Cards for the users whose last known location, fresh within the window, lies in
+        ``cover``. Created at the alert's version time, so a repeat is byte-identical."""
+        result = MatchResult()
+        since = self._clock_ms() - self._freshness_ms
+        present = await self._presence.present_in(cover, since)
+        result.locations = len(present)
+        trigger = [Sighting(s.user_id, s.cell, alert.version) for s in present]
+        await self._card(result, ((s, [alert]) for s in trigger))
+        return result
+
+    async def _card(
+        self, result: MatchResult, hits: Iterable[tuple[Sighting, Sequence[ActiveAlert]]]
+    ) -> None:
+        candidates: list[tuple[Sighting, ActiveAlert]] = []
         in_batch: set[tuple[str, str]] = set()
-        for loc, alerts in zip(locations, covering, strict=True):
+        for sighting, alerts in hits:
             for alert in alerts:
-                if alert.expires_ms is not None and loc.ts >= alert.expires_ms:
+                if alert.expires_ms is not None and sighting.ts >= alert.expires_ms:
                     continue
-                if not self._policy.may_see(alert.status, loc.user_id):
+                if not self._policy.may_see(alert.status, sighting.user_id):
                     continue
-                pair = (alert.key, loc.user_id)
+                pair = (alert.key, sighting.user_id)
                 if pair in in_batch:
                     result.duplicates += 1
                     continue
                 in_batch.add(pair)
-                candidates.append((loc, alert))
+                candidates.append((sighting, alert))
         if not candidates:
-            return result
-        fresh = await self._dedup.unseen([(a.key, loc.user_id) for loc, a in candidates])
-        for (loc, alert), is_new in zip(candidates, fresh, strict=True):
+            return
+        fresh = await self._dedup.unseen([(a.key, s.user_id) for s, a in candidates])
+        for (sighting, alert), is_new in zip(candidates, fresh, strict=True):
             if not is_new:
                 result.duplicates += 1
                 continue
-            result.cards.append(interstitial(alert, loc.user_id, loc.ts))
-            result.seen_pairs.append((alert.key, loc.user_id))
-            result.seen_expiry_ms.append(card_expiry_ms(alert, loc.ts))
-        return result
+            result.cards.append(interstitial(alert, sighting.user_id, sighting.ts))
+            result.seen_pairs.append((alert.key, sighting.user_id))
+            result.seen_expiry_ms.append(card_expiry_ms(alert, sighting.ts))
 
     async def confirm(self, result: MatchResult) -> None:
         """Record the result's cards as delivered. Call only after the broker acknowledged them."""

@@ -185,6 +185,15 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class Sighting:
+    """A user seen in an H3 cell (at the index resolution) at event time ``ts``."""
+
+    user_id: str
+    cell: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class AlertCover:
     """The H3 cover of an alert: compact cells (mixed resolutions, none finer than
     ``resolution``), plus the geocodes that could not be resolved to geometry."""

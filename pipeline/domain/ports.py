@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pipeline.domain.cards import ActiveAlert
+from pipeline.domain.models import Sighting
 
 
 class CellIndex(Protocol):
@@ -24,7 +25,21 @@ class CellIndex(Protocol):
         a compact H3 cover no finer than the index resolution."""
 
     async def remove_alert(self, key: str) -> bool:
-        """Stop matching ``key`` at once; True if it was indexed."""
+        """Stop matching ``key`` at once; True if this call removed it (exactly one of several
+        concurrent callers gets True)."""
+
+    async def tombstone(self, key: str, version: int, keep_until_ms: int) -> None:
+        """Record that ``key`` was cancelled by the message of ``version``: messages of
+        ``key`` up to that version are never installed again, until ``keep_until_ms``."""
+
+    async def cancelled_version(self, key: str) -> int | None:
+        """The version of the Cancel recorded for ``key``, if any."""
+
+    async def mark_built(self) -> None:
+        """Record that the index holds every alert of the alerts topic (after a rebuild)."""
+
+    async def is_built(self) -> bool:
+        """False when the store lost its contents (flush, failover) and needs a rebuild."""
 
     async def get_alert(self, key: str) -> ActiveAlert | None:
         """The alert currently installed under ``key``, if any."""
@@ -34,7 +49,8 @@ class CellIndex(Protocol):
 
     async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
         """For each res-R cell of ``cells``, the installed alerts whose cover contains it.
-        One round trip to the store for the whole sequence."""
+        One round trip to the store for the whole sequence. Raises IndexNotBuilt when the
+        store lost its contents, so that no location is matched against a partial index."""
 
 
 class DedupStore(Protocol):
@@ -47,3 +63,15 @@ class DedupStore(Protocol):
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:
         """Record the pairs; each record may be forgotten after its ``expires_at_ms``."""
+
+
+class PresenceStore(Protocol):
+    """Each active user's last known cell, fresh within a window, in bounded memory."""
+
+    async def record(self, sightings: Sequence[Sighting]) -> None:
+        """Remember each user's latest sighting (older sightings never replace newer ones
+        within one call; across calls the last write wins)."""
+
+    async def present_in(self, cover: frozenset[int], since_ms: int) -> list[Sighting]:
+        """Every user whose latest sighting at or after ``since_ms`` lies in ``cover`` (a
+        compact cell set no finer than the presence resolution), each user once."""

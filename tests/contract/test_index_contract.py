@@ -14,6 +14,7 @@ import pytest
 from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
 from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
 from pipeline.domain.cards import ActiveAlert
+from pipeline.errors import IndexNotBuilt
 from tests.support.services import Services
 
 RES = 9
@@ -21,6 +22,7 @@ AUSTIN = (30.2672, -97.7431)
 HOUSTON = (29.7604, -95.3698)
 
 Body = Callable[[Any, Any], Awaitable[None]]
+Runner = Callable[..., None]
 
 
 def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> ActiveAlert:
@@ -32,20 +34,25 @@ def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> Activ
 
 
 @pytest.fixture(params=["memory", "redis"])
-def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+def run(request: pytest.FixtureRequest) -> Runner:
     """Runs ``body(index, dedup)`` on a fresh event loop against one implementation."""
 
-    def runner(body: Body) -> None:
+    def runner(body: Body, built: bool = True) -> None:
         async def main() -> None:
             if request.param == "memory":
-                await body(MemoryCellIndex(resolution=RES), MemoryDedupStore())
+                index: Any = MemoryCellIndex(resolution=RES, built=False)
+                if built:
+                    await index.mark_built()
+                await body(index, MemoryDedupStore())
                 return
             services: Services = request.getfixturevalue("services")
             client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
             prefix = f"ct{uuid.uuid4().hex[:8]}"
             try:
-                await body(RedisCellIndex(client, prefix=prefix, resolution=RES),
-                           RedisDedupStore(client, prefix=prefix))
+                index = RedisCellIndex(client, prefix=prefix, resolution=RES)
+                if built:
+                    await index.mark_built()
+                await body(index, RedisDedupStore(client, prefix=prefix))
             finally:
                 await client.aclose()
 
@@ -58,7 +65,7 @@ def cell(latlon: tuple[float, float], res: int = RES) -> int:
     return int(h3i.latlng_to_cell(latlon[0], latlon[1], res))
 
 
-def test_alert_is_found_through_a_coarse_compact_cell(run: Callable[[Body], None]) -> None:
+def test_alert_is_found_through_a_coarse_compact_cell(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         coarse = h3i.cell_to_parent(cell(AUSTIN), 5)
         await index.put_alert(active(), frozenset({coarse}))
@@ -69,7 +76,7 @@ def test_alert_is_found_through_a_coarse_compact_cell(run: Callable[[Body], None
     run(body)
 
 
-def test_update_replaces_the_cover_and_the_content(run: Callable[[Body], None]) -> None:
+def test_update_replaces_the_cover_and_the_content(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         await index.put_alert(active(version=1), frozenset({cell(AUSTIN)}))
         await index.put_alert(active(version=2), frozenset({cell(HOUSTON)}))
@@ -80,7 +87,7 @@ def test_update_replaces_the_cover_and_the_content(run: Callable[[Body], None]) 
     run(body)
 
 
-def test_removed_alert_is_never_matched_again(run: Callable[[Body], None]) -> None:
+def test_removed_alert_is_never_matched_again(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         await index.put_alert(active(), frozenset({cell(AUSTIN)}))
         assert await index.remove_alert("s|a1") is True
@@ -91,7 +98,7 @@ def test_removed_alert_is_never_matched_again(run: Callable[[Body], None]) -> No
     run(body)
 
 
-def test_overlapping_alerts_are_both_returned_once(run: Callable[[Body], None]) -> None:
+def test_overlapping_alerts_are_both_returned_once(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         c = cell(AUSTIN)
         await index.put_alert(active("s|a1"), frozenset({h3i.cell_to_parent(c, 3), c}))
@@ -103,7 +110,7 @@ def test_overlapping_alerts_are_both_returned_once(run: Callable[[Body], None]) 
     run(body)
 
 
-def test_cells_finer_than_the_index_resolution_are_refused(run: Callable[[Body], None]) -> None:
+def test_cells_finer_than_the_index_resolution_are_refused(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         with pytest.raises(ValueError, match="finer"):
             await index.put_alert(active(), frozenset({cell(AUSTIN, RES + 1)}))
@@ -111,12 +118,43 @@ def test_cells_finer_than_the_index_resolution_are_refused(run: Callable[[Body],
     run(body)
 
 
-def test_dedup_remembers_pairs_independently(run: Callable[[Body], None]) -> None:
+def test_dedup_remembers_pairs_independently(run: Runner) -> None:
     async def body(_: Any, dedup: Any) -> None:
         pairs = [("s|a1", "u1"), ("s|a1", "u2"), ("s|a2", "u1")]
         assert await dedup.unseen(pairs) == [True, True, True]
         far = 4_102_444_800_000  # 2100-01-01
         await dedup.mark_seen([("s|a1", "u1")], [far])
         assert await dedup.unseen(pairs) == [False, True, True]
+
+    run(body)
+
+
+def test_an_index_that_lost_its_contents_refuses_to_match(run: Runner) -> None:
+    async def body(index: Any, _: Any) -> None:
+        assert await index.is_built() is False
+        with pytest.raises(IndexNotBuilt):
+            await index.alerts_at([cell(AUSTIN)])
+        await index.mark_built()
+        assert await index.alerts_at([cell(AUSTIN)]) == [[]]
+
+    run(body, built=False)
+
+
+def test_only_one_of_two_removals_reports_the_removal(run: Runner) -> None:
+    async def body(index: Any, _: Any) -> None:
+        await index.put_alert(active(), frozenset({cell(AUSTIN)}))
+        first, second = await asyncio.gather(index.remove_alert("s|a1"), index.remove_alert("s|a1"))
+        assert sorted([first, second]) == [False, True]
+
+    run(body)
+
+
+def test_tombstone_keeps_the_highest_cancel_version(run: Runner) -> None:
+    async def body(index: Any, _: Any) -> None:
+        far = 4_102_444_800_000
+        assert await index.cancelled_version("s|a1") is None
+        await index.tombstone("s|a1", 5, far)
+        await index.tombstone("s|a1", 3, far)
+        assert await index.cancelled_version("s|a1") == 5
 
     run(body)

@@ -7,7 +7,7 @@ import asyncio
 import h3.api.basic_int as h3i
 import orjson
 
-from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
+from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
 from pipeline.domain.cards import ActiveAlert, event_id
 from pipeline.domain.deadletter import RawEvent
 from pipeline.domain.matching import Matcher
@@ -28,12 +28,25 @@ def raw(user: str, lat: float, lon: float, ts: int = NOW, offset: int = 0) -> Ra
     return RawEvent("loc", 0, offset, ts, user.encode(), value)
 
 
-def setup(active: ActiveAlert, test_users: tuple[str, ...] = ()) -> Matcher:
+WINDOW = 30 * 60_000
+
+
+def area() -> frozenset[int]:
+    return frozenset({h3i.cell_to_parent(h3i.latlng_to_cell(*AUSTIN, RES), 6)})
+
+
+def setup(
+    active: ActiveAlert | None, test_users: tuple[str, ...] = (), clock: list[int] | None = None
+) -> Matcher:
     index = MemoryCellIndex(resolution=RES)
-    cell = h3i.cell_to_parent(h3i.latlng_to_cell(*AUSTIN, RES), 6)
-    asyncio.run(index.put_alert(active, frozenset({cell})))
-    return Matcher(index, MemoryDedupStore(), AudiencePolicy.of(["s"], test_users),
-                   resolution=RES, max_future_skew_ms=60_000, clock_ms=lambda: NOW)
+    if active is not None:
+        asyncio.run(index.put_alert(active, area()))
+    now = clock if clock is not None else [NOW]
+    return Matcher(
+        index, MemoryDedupStore(), AudiencePolicy.of(["s"], test_users),
+        presence=MemoryPresenceStore(window_ms=WINDOW), resolution=RES,
+        max_future_skew_ms=60_000, freshness_ms=WINDOW, clock_ms=lambda: now[0],
+    )
 
 
 def run(matcher: Matcher, events: list[RawEvent]) -> list[str]:
@@ -80,3 +93,31 @@ def test_bad_event_is_dead_lettered_and_the_rest_still_match() -> None:
 def test_event_id_is_deterministic_per_alert_and_user() -> None:
     assert event_id("s|a1", "u1") == event_id("s|a1", "u1")
     assert len({event_id("s|a1", "u1"), event_id("s|a1", "u2"), event_id("s|a2", "u1")}) == 3
+
+
+def test_location_older_than_the_freshness_window_is_ignored_not_dead_lettered() -> None:
+    m = setup(alert())
+
+    async def go() -> tuple[int, int, int]:
+        result = await m.match([raw("u1", *AUSTIN, ts=NOW - WINDOW - 1)])
+        return len(result.cards), len(result.dead_letters), result.stale
+
+    assert asyncio.run(go()) == (0, 0, 1)
+
+
+def test_fan_out_cards_present_users_inside_and_only_once() -> None:
+    clock = [NOW]
+    m = setup(None, clock=clock)
+    # Three users report before any alert exists; one of them far away, one too long ago.
+    assert run(m, [raw("home", *AUSTIN), raw("far", 29.76, -95.37)]) == []
+    assert run(m, [raw("old", *AUSTIN, ts=NOW - WINDOW + 1000)]) == []
+    clock[0] = NOW + 2000  # "old" is now outside the freshness window
+    issued = alert()
+
+    async def fan_out() -> list[str]:
+        result = await m.fan_out(issued, area())
+        await m.confirm(result)
+        return sorted(c["user_id"] for c in result.cards)
+
+    assert asyncio.run(fan_out()) == ["home"]
+    assert asyncio.run(fan_out()) == []  # the area grows again: nobody twice

@@ -51,8 +51,8 @@ def crowd(n: int, seed: int) -> list[tuple[str, float, float]]:
     return [
         (
             f"user-{i:05d}",
-            rng.uniform(min(lats) - 0.05, max(lats) + 0.05),
-            rng.uniform(min(lons) - 0.05, max(lons) + 0.05),
+            rng.uniform(min(lats) - 0.03, max(lats) + 0.03),
+            rng.uniform(min(lons) - 0.03, max(lons) + 0.03),
         )
         for i in range(n)
     ]
@@ -78,7 +78,7 @@ def test_every_user_inside_gets_exactly_one_card_and_nobody_outside(
     publish_alert(settings, alert)
 
     shape = ShapelyPolygon([(lon, lat) for lat, lon in AUSTIN])
-    users = crowd(1500, seed=20261123)
+    users = crowd(2000, seed=20261123)
     inside, outside = set(), set()
     for user, lat, lon in users:
         if metres_to_boundary(shape, lat, lon) < MARGIN_M:

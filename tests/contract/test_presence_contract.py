@@ -1,0 +1,90 @@
+"""The presence store contract, on Redis (real server) and on the in-process twin."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h3.api.basic_int as h3i
+import pytest
+
+from pipeline.adapters.memory import MemoryPresenceStore
+from pipeline.adapters.redis_index import redis_client
+from pipeline.adapters.redis_presence import RedisPresenceStore
+from pipeline.domain.models import Sighting
+from tests.support.services import Services
+
+RES = 10
+WINDOW = 30 * 60_000
+NOW = 1_795_400_000_000
+AUSTIN = (30.2672, -97.7431)
+DALLAS = (32.7767, -96.7970)
+
+Body = Callable[[Any], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+    def runner(body: Body) -> None:
+        async def main() -> None:
+            if request.param == "memory":
+                await body(MemoryPresenceStore(window_ms=WINDOW))
+                return
+            services: Services = request.getfixturevalue("services")
+            client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
+            try:
+                prefix = f"pc{uuid.uuid4().hex[:8]}"
+                await body(RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW))
+            finally:
+                await client.aclose()
+
+        asyncio.run(main())
+
+    return runner
+
+
+def cell(latlon: tuple[float, float]) -> int:
+    return int(h3i.latlng_to_cell(latlon[0], latlon[1], RES))
+
+
+def users(found: list[Sighting]) -> list[str]:
+    return sorted(s.user_id for s in found)
+
+
+def test_users_are_found_through_coarse_and_fine_cover_cells(run: Callable[[Body], None]) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000  # in the future, so nothing has expired in Redis
+        await store.record([Sighting("a", cell(AUSTIN), now), Sighting("d", cell(DALLAS), now)])
+        coarse = frozenset({h3i.cell_to_parent(cell(AUSTIN), 3)})
+        fine = frozenset({h3i.cell_to_parent(cell(AUSTIN), 8)})
+        assert users(await store.present_in(coarse, now - WINDOW)) == ["a"]
+        assert users(await store.present_in(fine, now - WINDOW)) == ["a"]
+        neighbour = frozenset(h3i.grid_ring(h3i.cell_to_parent(cell(AUSTIN), 8), 1))
+        assert users(await store.present_in(neighbour, now - WINDOW)) == []
+
+    run(body)
+
+
+def test_only_the_latest_sighting_counts(run: Callable[[Body], None]) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000
+        await store.record([Sighting("a", cell(AUSTIN), now)])
+        await store.record([Sighting("a", cell(DALLAS), now + 60_000)])
+        austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
+        dallas = frozenset({h3i.cell_to_parent(cell(DALLAS), 4)})
+        assert users(await store.present_in(austin, now - WINDOW)) == []
+        assert users(await store.present_in(dallas, now - WINDOW)) == ["a"]
+
+    run(body)
+
+
+def test_sightings_older_than_the_window_do_not_count(run: Callable[[Body], None]) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000
+        await store.record([Sighting("a", cell(AUSTIN), now)])
+        austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
+        assert users(await store.present_in(austin, now + 1)) == []
+
+    run(body)
