@@ -32,6 +32,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import h3.api.basic_int as h3i
@@ -289,17 +291,21 @@ class _Area:
 
 def _refine(area: _Area, resolution: int, limits: CoverLimits) -> dict[int, list[int]]:
     """Kept cells by resolution; every kept cell satisfies the module contract and no
-    kept cell is an ancestor of another (the walk never descends into a kept cell)."""
+    kept cell is an ancestor of another (the walk never descends into a kept cell).
+    Complete sibling sets at ``resolution`` are already replaced by their parent."""
     kept: dict[int, list[int]] = defaultdict(list)
     count = 0
     frontier: list[int] = list(h3i.get_res0_cells())
+    parents: list[int] = []  # parent of each frontier cell; siblings are contiguous
     for res in range(resolution + 1):
         children: list[int] = []
+        child_parents: list[int] = []
+        hits: list[bool] = []
         for chunk in _batches(frontier):
             batch = geo.cell_batch(chunk, res)
             if res == resolution:
                 hit = area.touches(batch, chunk, res)
-                kept[res].extend(c for c, h in zip(chunk, hit.tolist(), strict=True) if h)
+                hits.extend(hit.tolist())
                 count += int(hit.sum())
             else:
                 inside, boundary = area.classify(batch)
@@ -307,10 +313,30 @@ def _refine(area: _Area, resolution: int, limits: CoverLimits) -> dict[int, list
                 count += int(inside.sum())
                 for cell, refine in zip(chunk, boundary.tolist(), strict=True):
                     if refine:
-                        children.extend(h3i.cell_to_children(cell, res + 1))
+                        kids = h3i.cell_to_children(cell, res + 1)
+                        children.extend(kids)
+                        child_parents.extend([cell] * len(kids))
             _check_running(count, len(children), res, limits)
-        frontier = children
+        if res == resolution:
+            _keep_final(kept, res, frontier, parents, hits)
+        frontier, parents = children, child_parents
     return kept
+
+
+def _keep_final(
+    kept: dict[int, list[int]], res: int, cells: list[int], parents: list[int], hits: list[bool]
+) -> None:
+    """Keep the hit cells of the last level, or their parent when every sibling is hit
+    (the frontier holds all children of each refined parent, side by side)."""
+    if res == 0:
+        kept[0].extend(c for c, h in zip(cells, hits, strict=True) if h)
+        return
+    for parent, group in groupby(zip(parents, cells, hits, strict=True), key=itemgetter(0)):
+        members = list(group)
+        if all(h for _, _, h in members):
+            kept[res - 1].append(parent)
+        else:
+            kept[res].extend(c for _, c, h in members if h)
 
 
 def _check_running(kept: int, frontier: int, res: int, limits: CoverLimits) -> None:
@@ -332,7 +358,7 @@ def _batches(cells: list[int]) -> Iterator[list[int]]:
 def _compact(kept: dict[int, list[int]], resolution: int, limits: CoverLimits) -> frozenset[int]:
     """Replace every complete set of siblings by its parent, finest level first, so the
     result equals ``h3.compact_cells`` of its own uncompaction (kept cells never nest)."""
-    for res in range(resolution, 0, -1):
+    for res in range(resolution - 1, 0, -1):  # _refine merged the finest level
         by_parent: dict[int, list[int]] = defaultdict(list)
         for cell in kept.get(res, ()):
             by_parent[h3i.cell_to_parent(cell, res - 1)].append(cell)

@@ -65,8 +65,8 @@ SPHERE_REACH = 1.15
 # h3's true cell edges are great-circle arcs; in the degree frame they stray from the
 # chords between h3's vertices by at most ~0.04 cell radii outside the polar zone
 # (measured with the descendant margin above, as the 0-level deviation), usually far
-# less (1e-7 at resolution 10 in Texas). Cells nearer than this bound to a polygon's
-# outline get their exact bulge (edge_bulge) computed.
+# less (~1e-5 at resolution 10). Only cells nearer than this bound to a polygon's
+# outline (and polar cells) need their true, densified edges tested (true_pieces).
 BULGE_BOUND = 0.25
 
 # Slack for floating point in "touches" tests, in radians (~6 micrometres).

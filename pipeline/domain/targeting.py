@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pipeline.domain.cover import CoverLimits, cover_shapes
+from pipeline.domain.geocodes import GeocodeResolution
 from pipeline.domain.models import Alert, AlertCover, Circle, Geocode, Polygon
 from pipeline.errors import UnsupportedArea
 
-GeocodeResolver = Callable[[Sequence[Geocode]], tuple[tuple[Polygon, ...], tuple[Geocode, ...]]]
+GeocodeResolver = Callable[[Sequence[Geocode]], GeocodeResolution]
 
 
 def cover_alert(
@@ -31,11 +32,14 @@ def cover_alert(
         else:
             coded.extend(area.geocodes)
     unresolved: tuple[Geocode, ...] = ()
+    reasons: list[str] = []
     if coded:
-        resolved, unresolved = resolve_geocodes(coded)
-        polygons.extend(resolved)
+        resolution_ = resolve_geocodes(coded)
+        polygons.extend(resolution_.polygons)
+        unresolved = resolution_.unresolved_geocodes
+        reasons = [item.reason for item in resolution_.unresolved]
     if not polygons and not circles:
-        codes = ", ".join(f"{g.name} {g.value}" for g in unresolved) or "none"
-        raise UnsupportedArea(f"alert has no resolvable area (unresolved geocodes: {codes})")
+        why = "; ".join(reasons) if reasons else "no polygon, circle or geocode"
+        raise UnsupportedArea(f"alert has no resolvable area: {why}")
     cells = cover_shapes(polygons, circles, resolution, limits)
     return AlertCover(resolution=resolution, cells=cells, unresolved=unresolved)

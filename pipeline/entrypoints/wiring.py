@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from pipeline.adapters.census import CensusGazetteer
 from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
 from pipeline.domain.cover import CoverLimits
-from pipeline.domain.geocodes import resolve_geocodes
+from pipeline.domain.geocodes import resolve_geocodes_with_reasons
 from pipeline.domain.models import AlertCover
 from pipeline.domain.policy import AudiencePolicy
 from pipeline.domain.targeting import cover_alert
@@ -45,5 +45,5 @@ def make_coverer(settings: Settings, resolution: int | None = None) -> partial[A
         cover_alert,
         resolution=settings.match.resolution if resolution is None else resolution,
         limits=cover_limits(settings),
-        resolve_geocodes=partial(resolve_geocodes, gazetteer=gazetteer),
+        resolve_geocodes=partial(resolve_geocodes_with_reasons, gazetteer=gazetteer),
     )

@@ -65,3 +65,47 @@ def make_alert_json(
         "vehicle": {"make": "Honda", "color": "Silver", "license_plate": "TEST123"},
         "areas": [area] if len(area) > 1 else [],
     }
+
+
+def make_cap_xml(
+    *,
+    sender: str,
+    geocodes: Sequence[tuple[str, str]] = (),
+    polygons: Sequence[Sequence[tuple[float, float]]] = (),
+    identifier: str | None = None,
+    status: str = "Actual",
+    expires_in: timedelta = timedelta(hours=6),
+) -> bytes:
+    """A CAP 1.2 AMBER Alert document, written out by hand after the OASIS spec."""
+    sent = datetime.now(UTC).replace(microsecond=0)
+    areas = "".join(
+        f"<polygon>{' '.join(f'{a},{o}' for a, o in [*ring, ring[0]])}</polygon>"
+        for ring in polygons
+    ) + "".join(
+        f"<geocode><valueName>{n}</valueName><value>{v}</value></geocode>" for n, v in geocodes
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier or "CAP-" + uuid.uuid4().hex[:12]}</identifier>
+  <sender>{sender}</sender>
+  <sent>{sent.isoformat()}</sent>
+  <status>{status}</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>en-US</language>
+    <category>Rescue</category>
+    <event>Child Abduction Emergency</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <eventCode><valueName>SAME</valueName><value>CAE</value></eventCode>
+    <expires>{(sent + expires_in).isoformat()}</expires>
+    <senderName>Test State Police</senderName>
+    <headline>AMBER Alert: statewide test</headline>
+    <description>Test child, 6, last seen in a blue sedan.</description>
+    <instruction>Call 911 if you see the child.</instruction>
+    <web>https://www.missingkids.org/</web>
+    <area><areaDesc>Statewide</areaDesc>{areas}</area>
+  </info>
+</alert>""".encode()
