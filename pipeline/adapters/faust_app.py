@@ -6,15 +6,21 @@ can be dead-lettered with its exact original bytes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from pipeline.adapters.runtime import OutTopic, WorkerRuntime
+from pipeline.adapters.runtime import OutTopic, WorkerRuntime, now_ms
 from pipeline.domain.deadletter import RawEvent
+from pipeline.errors import InfrastructureError
 from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+GAUGE_INTERVAL_S = 5.0
 
 
 def raw_event(event: Any) -> RawEvent:
@@ -41,6 +47,29 @@ class FaustSink:
         return fut
 
 
+async def consumer_lag(consumer: Any, logical: Mapping[str, str]) -> dict[str, int]:
+    """Messages between the end of each assigned partition and this worker's committed
+    offset (its fetch position before the first commit), summed per logical topic.
+
+    Uses faust-streaming 0.15's consumer: ``assignment()``, ``highwaters()`` (a broker
+    ListOffsets request, so a consumer stuck behind backpressure still sees the log grow),
+    ``position()`` and the ``_committed_offset`` map it keeps of its own commits."""
+    tps = [tp for tp in consumer.assignment() if tp.topic in logical]
+    lag = dict.fromkeys(logical.values(), 0)
+    if not tps:
+        return lag
+    ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=GAUGE_INTERVAL_S)
+    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    for tp in tps:
+        end = ends.get(tp)
+        done = committed.get(tp)
+        if done is None:
+            done = await consumer.position(tp)
+        if end is not None and done is not None:
+            lag[logical[tp.topic]] += max(0, int(end) - int(done))
+    return lag
+
+
 def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, WorkerRuntime]:
     """Build the app. ``runtime_factory(sink)`` returns the WorkerRuntime the agents call."""
     app = faust.App(
@@ -57,7 +86,6 @@ def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, Wor
         web_enabled=True,
         web_bind=settings.metrics.host,
         web_port=settings.metrics.port,
-        web_transport="aiohttp://",
         stream_wait_empty=False,
         broker_commit_interval=1.0,
         loghandlers=[],
@@ -90,6 +118,35 @@ def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, Wor
         return web.bytes(
             runtime.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
+
+    @app.page("/alerts/reach")
+    async def alerts_reach(web: Any, request: Any) -> Any:
+        if runtime.reach is None:
+            return web.json({"alerts": []})
+        try:
+            rows = await runtime.reach.store.snapshot(now_ms())
+        except InfrastructureError as exc:
+            return web.json({"error": str(exc)}, status=503)
+        return web.json({"alerts": [row.to_json() for row in rows]})
+
+    consumed = {t.alerts: "alerts", t.locations: "locations"}
+
+    async def refresh_gauges() -> None:
+        try:
+            await runtime.refresh_gauges()
+        except InfrastructureError as exc:
+            runtime.metrics.redis_errors.inc()
+            log.warning("gauge refresh failed dependency=redis error=%s", exc)
+        try:
+            lag = await consumer_lag(app.consumer, consumed)
+        except Exception as exc:  # not yet assigned, or the broker is away: keep last values
+            log.debug("consumer lag not sampled error=%r", exc)
+            return
+        for topic, messages in lag.items():
+            runtime.metrics.consumer_lag.labels(topic).set(messages)
+
+    app.timer(GAUGE_INTERVAL_S, name="alertfeed.gauges")(refresh_gauges)
+    app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(runtime.on_tick)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -6,7 +6,7 @@ against both), for the offline replay and for pure unit tests. Single-process on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import h3.api.basic_int as h3i
 
@@ -22,6 +22,8 @@ class MemoryCellIndex:
         self._alerts: dict[str, ActiveAlert] = {}
         self._covers: dict[str, frozenset[int]] = {}
         self._cells: dict[int, set[str]] = {}
+        # How many indexed cells each resolution has: alerts_at looks only at those levels.
+        self._levels: dict[int, int] = {}
         self._tombs: dict[str, int] = {}
         self._built = built
 
@@ -32,7 +34,12 @@ class MemoryCellIndex:
         self._alerts[alert.key] = alert
         self._covers[alert.key] = cells
         for cell in cells:
-            self._cells.setdefault(cell, set()).add(alert.key)
+            keys = self._cells.get(cell)
+            if keys is None:
+                keys = self._cells[cell] = set()
+                level = h3i.get_resolution(cell)
+                self._levels[level] = self._levels.get(level, 0) + 1
+            keys.add(alert.key)
 
     async def remove_alert(self, key: str) -> bool:
         return self._drop(key)
@@ -45,6 +52,7 @@ class MemoryCellIndex:
                 keys.discard(key)
                 if not keys:
                     del self._cells[cell]
+                    self._levels[h3i.get_resolution(cell)] -= 1
         return existed
 
     async def tombstone(self, key: str, version: int, keep_until_ms: int) -> None:
@@ -72,15 +80,25 @@ class MemoryCellIndex:
         if not self._built:
             raise IndexNotBuilt("the in-process index was flushed")
         res = self._resolution
+        index = self._cells
+        levels = sorted(r for r, n in self._levels.items() if n)
         out: list[list[ActiveAlert]] = []
         for cell in cells:
-            keys: set[str] = set()
-            for r in range(res + 1):
-                hit = self._cells.get(cell if r == res else h3i.cell_to_parent(cell, r))
+            keys: set[str] | None = None
+            for r in levels:
+                hit = index.get(cell if r == res else _parent(cell, r))
                 if hit:
-                    keys |= hit
-            out.append([self._alerts[k] for k in sorted(keys)])
+                    keys = set(hit) if keys is None else keys | hit
+            out.append([self._alerts[k] for k in sorted(keys)] if keys else [])
         return out
+
+
+def _parent(cell: int, resolution: int) -> int:
+    """``h3.cell_to_parent`` for a valid cell at least as fine as ``resolution``, by the bit
+    layout of H3 indexes (resolution in bits 52-55, then 3 bits per digit, unused digits
+    all ones): about five times faster than the checked library call on this hot path."""
+    unused = (1 << (3 * (15 - resolution))) - 1
+    return (cell & ~(0xF << 52)) | (resolution << 52) | unused
 
 
 class MemoryDedupStore:
@@ -115,13 +133,15 @@ class MemoryPresenceStore:
         for s in latest_per_user(sightings):
             self._latest[s.user_id] = s
 
-    async def present_in(self, cover: frozenset[int], since_ms: int) -> list[Sighting]:
+    async def present_in(
+        self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
+    ) -> AsyncIterator[list[Sighting]]:
         plan = plan_buckets(cover)
-        return [
-            s
-            for user, s in sorted(self._latest.items())
-            if s.ts >= since_ms and s.ts + self._window_ms > since_ms and within(plan, s.cell)
+        found = [
+            s for _, s in sorted(self._latest.items()) if s.ts >= since_ms and within(plan, s.cell)
         ]
+        for start in range(0, len(found), chunk):
+            yield found[start : start + chunk]
 
     def forget_before(self, now_ms: int) -> int:
         """Drop users not sighted within the window before ``now_ms`` (bounded memory)."""

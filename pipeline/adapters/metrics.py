@@ -32,6 +32,12 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.locations_ignored = Counter(
+            "alertfeed_locations_ignored_total",
+            "Valid location events not matched, by reason (stale: older than the freshness window).",
+            ["reason"],
+            registry=r,
+        )
         self.dedup_hits = Counter(
             "alertfeed_dedup_hits_total",
             "Cards not emitted because the (user, alert) pair already got one.",
@@ -99,6 +105,30 @@ class Metrics:
         self.cover_cells = Gauge(
             "alertfeed_cover_cells",
             "Compact cover cells of the alerts installed by this worker.",
+            registry=r,
+        )
+        self.first_card = Histogram(
+            "alertfeed_alert_first_card_seconds",
+            "From an alert's sent time to its first card acknowledged by the broker, once per "
+            "alert across all workers.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+            registry=r,
+        )
+        self.fanout_duration = Histogram(
+            "alertfeed_fanout_duration_seconds",
+            "Time to fan one alert out to the users already inside its area.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "alertfeed_consumer_lag_messages",
+            "Messages behind the end of the log on this worker's partitions, by logical topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.index_rebuilds = Counter(
+            "alertfeed_index_rebuilds_total",
+            "Rebuilds of the cell index from the compacted alerts topic.",
             registry=r,
         )
         self.ready = Gauge(

@@ -8,7 +8,7 @@ Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifi
     p:alerts             SET of installed alert keys
     p:tomb:{K}           version of the Cancel of K; expires when K could no longer matter
     p:built              present once the index holds the whole alerts topic (rebuild marker)
-    p:seen:{K}:<user>    one card recorded for (K, user); PXAT the card's expiry
+    p:seen:{K}           SET of users who got K's card; PXAT the latest card's expiry
 
 Every command names one key, so nothing is cross-slot; multi-key work is pipelined, which a
 cluster client splits by node. The ``{K}`` hash tags keep an alert's own keys in one slot.
@@ -258,31 +258,56 @@ class RedisCellIndex:
 
 
 class RedisDedupStore:
-    """:class:`pipeline.domain.ports.DedupStore` on Redis: one expiring key per (alert, user)."""
+    """:class:`pipeline.domain.ports.DedupStore` on Redis: one set of user ids per alert,
+    ``p:seen:{K}``, checked with SMISMEMBER and filled with SADD, a chunk of users per
+    command. The set expires (PEXPIREAT, only ever pushed later) with the alert's cards."""
 
     def __init__(self, client: Redis, *, prefix: str) -> None:
         self._r = client
         self._p = prefix
 
-    def _key(self, alert_key: str, user_id: str) -> str:
-        return f"{self._p}:seen:{{{alert_key}}}:{user_id}"
+    def _key(self, alert_key: str) -> str:
+        return f"{self._p}:seen:{{{alert_key}}}"
 
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        by_alert: dict[str, list[int]] = {}
+        for i, (alert_key, _) in enumerate(pairs):
+            by_alert.setdefault(alert_key, []).append(i)
+        order = [
+            (k, idx[s : s + _CHUNK])
+            for k, idx in by_alert.items()
+            for s in range(0, len(idx), _CHUNK)
+        ]
+
         async def read() -> list[Any]:
             async with self._r.pipeline(transaction=False) as pipe:
-                for alert_key, user_id in pairs:
-                    pipe.exists(self._key(alert_key, user_id))
+                for alert_key, idx in order:
+                    pipe.smismember(self._key(alert_key), [pairs[i][1] for i in idx])
                 return list(await pipe.execute())
 
-        return [not n for n in await _guard("dedup read", read)]
+        fresh = [True] * len(pairs)
+        for (_, idx), found in zip(order, await _guard("dedup read", read), strict=True):
+            for i, member in zip(idx, found, strict=True):
+                fresh[i] = not member
+        return fresh
 
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:
+        users: dict[str, list[str]] = {}
+        until: dict[str, int] = {}
+        for (alert_key, user_id), expiry in zip(pairs, expires_at_ms, strict=True):
+            users.setdefault(alert_key, []).append(user_id)
+            until[alert_key] = max(until.get(alert_key, 0), expiry)
+
         async def write() -> None:
             async with self._r.pipeline(transaction=False) as pipe:
-                for (alert_key, user_id), until in zip(pairs, expires_at_ms, strict=True):
-                    pipe.set(self._key(alert_key, user_id), b"1", pxat=until + _GRACE_MS)
+                for alert_key, members in users.items():
+                    key = self._key(alert_key)
+                    for start in range(0, len(members), _CHUNK):
+                        pipe.sadd(key, *members[start : start + _CHUNK])
+                    pipe.pexpireat(key, until[alert_key] + _GRACE_MS, nx=True)
+                    pipe.pexpireat(key, until[alert_key] + _GRACE_MS, gt=True)
                 await pipe.execute()
 
         await _guard("dedup write", write)

@@ -15,7 +15,7 @@ latest sighting before reporting them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import h3.api.basic_int as h3i
@@ -70,7 +70,9 @@ class RedisPresenceStore:
 
         await _guard("presence write", write)
 
-    async def present_in(self, cover: frozenset[int], since_ms: int) -> list[Sighting]:
+    async def present_in(
+        self, cover: frozenset[int], since_ms: int, chunk: int = _CHUNK
+    ) -> AsyncIterator[list[Sighting]]:
         plan = plan_buckets(cover)
         buckets = sorted(plan.buckets())
 
@@ -85,20 +87,21 @@ class RedisPresenceStore:
             return found
 
         users = sorted(await _guard("presence read", candidates))
-        out: list[Sighting] = []
-        for start in range(0, len(users), _CHUNK):
-            chunk = users[start : start + _CHUNK]
+        for start in range(0, len(users), chunk):
+            part = users[start : start + chunk]
 
-            async def latest(chunk: list[str] = chunk) -> list[Any]:
+            async def latest(part: list[str] = part) -> list[Any]:
                 async with self._r.pipeline(transaction=False) as pipe:
-                    for user in chunk:
+                    for user in part:
                         pipe.get(self._user_key(user))
                     return list(await pipe.execute())
 
-            for user, raw in zip(chunk, await _guard("presence read", latest), strict=True):
+            found = []
+            for user, raw in zip(part, await _guard("presence read", latest), strict=True):
                 if raw is None:
                     continue
                 cell, ts = _SIGHTING.unpack(raw)
                 if ts >= since_ms and within(plan, cell):
-                    out.append(Sighting(user, cell, ts))
-        return out
+                    found.append(Sighting(user, cell, ts))
+            if found:
+                yield found

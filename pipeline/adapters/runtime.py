@@ -17,10 +17,18 @@ from typing import Any, Literal, Protocol, TypeVar
 import orjson
 
 from pipeline.adapters.metrics import Metrics
+from pipeline.adapters.reach import ReachTracker
+from pipeline.domain.cards import ActiveAlert
 from pipeline.domain.deadletter import RawEvent, dead_letter
 from pipeline.domain.ingest import AlertIngest, PreparedAlert
-from pipeline.domain.matching import Matcher
-from pipeline.errors import BadInput, BrokerUnavailable, IndexUnavailable, InfrastructureError
+from pipeline.domain.matching import Matcher, MatchResult
+from pipeline.errors import (
+    BadInput,
+    BrokerUnavailable,
+    IndexNotBuilt,
+    IndexUnavailable,
+    InfrastructureError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +54,24 @@ class WorkerRuntime:
         metrics: Metrics,
         sink: Sink,
         *,
+        clock_ms: Callable[[], int] = now_ms,
         max_backoff_s: float = 30.0,
+        reach: ReachTracker | None = None,
+        alert_log: Callable[[], list[RawEvent]] | None = None,
     ) -> None:
+        self.clock_ms = clock_ms
+        # Reads the whole alerts topic (blocking); None: the index cannot be rebuilt here.
+        self._alert_log = alert_log
+        self._rebuilding = asyncio.Lock()
         self.matcher = matcher
         self.ingest = ingest
         self.metrics = metrics
         self.sink = sink
         self._max_backoff_s = max_backoff_s
+        self.reach = reach
+        # Cover size per alert installed by this worker (alertfeed_cover_cells); bounded by
+        # the number of active alerts, pruned in refresh_gauges.
+        self._cover_cells: dict[str, int] = {}
 
     # -- locations -------------------------------------------------------------------------
     async def on_locations(self, batch: Sequence[RawEvent]) -> None:
@@ -66,6 +85,13 @@ class WorkerRuntime:
         started = time.perf_counter()
         result = await self.matcher.match(batch)
         self.metrics.redis_latency.observe(time.perf_counter() - started)
+        if result.stale:
+            self.metrics.locations_ignored.labels("stale").inc(result.stale)
+        await self._publish(result, triggered_by_location=True)
+
+    async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
+        """Publish a result's cards and dead letters, wait for the broker's acks, then
+        record the cards as delivered (a crash in between re-sends identical cards)."""
         pending = [
             await self.sink.send("interstitials", card["user_id"].encode(), orjson.dumps(card))
             for card in result.cards
@@ -73,9 +99,12 @@ class WorkerRuntime:
         pending += [await self._send_dead_letter(d) for d in result.dead_letters]
         await self._delivered(pending)
         await self.matcher.confirm(result)
-        done = now_ms()
-        for card in result.cards:
-            self.metrics.e2e_latency.observe(max(0, done - card["created_ms"]) / 1000)
+        done = self.clock_ms()
+        if self.reach is not None:
+            await self.reach.on_cards(result.seen_pairs, done)
+        if triggered_by_location:
+            for card in result.cards:
+                self.metrics.e2e_latency.observe(max(0, done - card["created_ms"]) / 1000)
         self.metrics.events_out.labels("interstitials").inc(len(result.cards))
         self.metrics.dedup_hits.inc(result.duplicates)
         if result.cards:
@@ -99,7 +128,7 @@ class WorkerRuntime:
                     exc.reason_class,
                     exc,
                 )
-                record = dead_letter(raw, exc, logical_topic="alerts", now_ms=now_ms())
+                record = dead_letter(raw, exc, logical_topic="alerts", now_ms=self.clock_ms())
                 await self._retrying("dead-letter", lambda r=record: self._dead_letter_now(r))  # type: ignore[misc]
                 continue
             finally:
@@ -108,16 +137,20 @@ class WorkerRuntime:
                 await self._retrying("alert install", lambda i=item: self._install(i))  # type: ignore[misc]
 
     async def _install(self, item: PreparedAlert) -> None:
-        event = await self.ingest.apply(item)
+        applied = await self.ingest.apply(item)
         if item.cover is not None:
             for geocode in item.cover.unresolved:
                 self.metrics.unresolved_geocodes.labels(geocode.name.upper()[:16]).inc()
-        if event is None:
+        if applied is None:
             return
-        ack = await self.sink.send("lifecycle", event["alert_id"].encode(), orjson.dumps(event))
-        await self._delivered([ack])
-        self.metrics.lifecycle.labels(event["state"]).inc()
-        self.metrics.events_out.labels("lifecycle").inc()
+        event = applied.lifecycle
+        await self._announce(event)
+        if event["state"] in ("issued", "updated"):
+            self._cover_cells[item.key] = int(event["cells"])
+        else:
+            self._cover_cells.pop(item.key, None)
+        if self.reach is not None:
+            await self.reach.on_lifecycle(item.key, event)
         log.info(
             "alert %s status=%s msg_type=%s cells=%d unresolved=%d",
             event["state"],
@@ -127,12 +160,90 @@ class WorkerRuntime:
             len(event["unresolved"]),
         )
         await self.refresh_gauges()
+        if applied.alert is not None:
+            await self._fan_out(applied.alert, applied.cells)
+
+    async def _announce(self, event: dict[str, Any]) -> None:
+        ack = await self.sink.send("lifecycle", event["alert_id"].encode(), orjson.dumps(event))
+        await self._delivered([ack])
+        self.metrics.lifecycle.labels(event["state"]).inc()
+        self.metrics.events_out.labels("lifecycle").inc()
+
+    async def _fan_out(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
+        """Card the users already inside a newly issued or grown alert."""
+        started = time.perf_counter()
+        present = cards = 0
+        while True:
+            try:
+                async for result in self.matcher.fan_out(alert, cells):
+                    await self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
+                    present += result.locations
+                    cards += len(result.cards)
+                break
+            except InfrastructureError as exc:
+                # Start over: users already carded are deduplicated on the second pass.
+                self.metrics.infra_retries.labels("redis").inc()
+                log.warning("fan-out interrupted, restarting error=%s", exc)
+                await asyncio.sleep(1.0)
+        self.metrics.fanout_duration.observe(time.perf_counter() - started)
+        log.info("fan-out done present=%d cards=%d", present, cards)
+
+    async def on_tick(self) -> None:
+        """Periodic work: expire alerts whose time has come (event: ``expired``)."""
+        for event in await self._retrying("expiry", self.ingest.expire_due):
+            await self._retrying("expiry announce", lambda e=event: self._announce(e))  # type: ignore[misc]
+            log.info("alert expired status=%s", event["status"])
+
+    async def rebuild_index(self) -> None:
+        """Rebuild the index from the alerts topic (the source of truth) when it lost its
+        contents. Matching waits meanwhile: the caller's batch is retried afterwards."""
+        async with self._rebuilding:
+            if await self.ingest.index.is_built():
+                return
+            if self._alert_log is None:
+                await self.ingest.index.mark_built()
+                return
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            messages = await loop.run_in_executor(None, self._alert_log)
+            installed = 0
+            for raw in messages:
+                try:
+                    prepared = await loop.run_in_executor(
+                        None, self.ingest.prepare, raw.value or b""
+                    )
+                except BadInput:
+                    continue  # dead-lettered when it was first consumed
+                for item in prepared:
+                    await self.ingest.apply(item, replay=True)
+                    installed += 1
+            await self.ingest.index.mark_built()
+            self.metrics.index_rebuilds.inc()
+            log.warning(
+                "index rebuilt from the alerts topic messages=%d applied=%d seconds=%.1f",
+                len(messages),
+                installed,
+                time.perf_counter() - started,
+            )
 
     async def refresh_gauges(self) -> None:
-        alerts = await self.ingest.index.active_alerts()
+        """Re-read the index into the active-alert and cover gauges (also run on a timer).
+        An alert past its expiry no longer counts as active, though its record lingers."""
+        now = self.clock_ms()
+        alerts = [
+            a
+            for a in await self.ingest.index.active_alerts()
+            if a.expires_ms is None or a.expires_ms > now
+        ]
         self.metrics.active_alerts.clear()
+        for status in ("Actual", "Exercise", "Test"):
+            self.metrics.active_alerts.labels(status).set(0)
         for alert in alerts:
             self.metrics.active_alerts.labels(alert.status).inc()
+        live = {a.key for a in alerts}
+        for key in [k for k in self._cover_cells if k not in live]:
+            del self._cover_cells[key]
+        self.metrics.cover_cells.set(sum(self._cover_cells.values()))
 
     # -- plumbing --------------------------------------------------------------------------
     async def _send_dead_letter(self, record: dict[str, Any]) -> Awaitable[Any]:
@@ -161,6 +272,9 @@ class WorkerRuntime:
         while True:
             try:
                 return await step()
+            except IndexNotBuilt:
+                log.warning("%s found the index empty; rebuilding it from the alerts topic", what)
+                await self.rebuild_index()
             except InfrastructureError as exc:
                 dependency = "redis" if isinstance(exc, IndexUnavailable) else "kafka"
                 if dependency == "redis":

@@ -21,7 +21,7 @@ rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,16 +96,18 @@ class Matcher:
         await self._card(result, zip(sightings, covering, strict=True))
         return result
 
-    async def fan_out(self, alert: ActiveAlert, cover: frozenset[int]) -> MatchResult:
-        """Cards for the users whose last known location, fresh within the window, lies in
-        ``cover``. Created at the alert's version time, so a repeat is byte-identical."""
-        result = MatchResult()
+    async def fan_out(
+        self, alert: ActiveAlert, cover: frozenset[int]
+    ) -> AsyncIterator[MatchResult]:
+        """Cards, chunk by chunk, for the users whose last known location, fresh within the
+        window, lies in ``cover``. Created at the alert's version time, so a repeat is
+        byte-identical. Publish and confirm each chunk before asking for the next."""
         since = self._clock_ms() - self._freshness_ms
-        present = await self._presence.present_in(cover, since)
-        result.locations = len(present)
-        trigger = [Sighting(s.user_id, s.cell, alert.version) for s in present]
-        await self._card(result, ((s, [alert]) for s in trigger))
-        return result
+        async for present in self._presence.present_in(cover, since):
+            result = MatchResult(locations=len(present))
+            trigger = [Sighting(s.user_id, s.cell, alert.version) for s in present]
+            await self._card(result, ((s, [alert]) for s in trigger))
+            yield result
 
     async def _card(
         self, result: MatchResult, hits: Iterable[tuple[Sighting, Sequence[ActiveAlert]]]

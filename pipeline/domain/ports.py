@@ -6,7 +6,7 @@ tests (tests/contract/). The domain services depend only on these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from pipeline.domain.cards import ActiveAlert
@@ -72,6 +72,9 @@ class PresenceStore(Protocol):
         """Remember each user's latest sighting (older sightings never replace newer ones
         within one call; across calls the last write wins)."""
 
-    async def present_in(self, cover: frozenset[int], since_ms: int) -> list[Sighting]:
+    def present_in(
+        self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
+    ) -> AsyncIterator[list[Sighting]]:
         """Every user whose latest sighting at or after ``since_ms`` lies in ``cover`` (a
-        compact cell set no finer than the presence resolution), each user once."""
+        compact cell set no finer than the index resolution), each user once, in chunks of
+        at most ``chunk`` so that a state-wide alert never holds millions in memory."""

@@ -55,6 +55,12 @@ def _expand(args: argparse.Namespace, settings: Settings) -> int:
     return run_expand(settings, args)
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.entrypoints.status import run_status
+
+    return run_status(settings, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alertfeed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     expand.add_argument("--png", default=None, help="draw the areas and the cover to this PNG")
     expand.add_argument("--geojson", default=None, help="write the cover as GeoJSON to this file")
     expand.set_defaults(run=_expand)
+
+    status = sub.add_parser("status", help="per-alert reach: cards so far, last 5 and 60 minutes")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(run=_status)
+
+    from pipeline.entrypoints import record, replay, simulate
+
+    for name, module, run, text in (
+        ("record", record, record.run_record, "capture topic traffic into an event log"),
+        ("replay", replay, replay.run_replay, "replay an event log, live or --offline"),
+        ("simulate", simulate, simulate.run_simulate, "write a synthetic scenario log"),
+    ):
+        command = sub.add_parser(name, help=text)
+        module.add_arguments(command)
+        command.set_defaults(run=run)
     return parser
 
 

@@ -16,7 +16,9 @@ _EARTH_KM = 6371.0088
 _DRAW_RESOLUTION = 6
 
 
-def _circle_ring(lat: float, lon: float, radius_km: float, steps: int = 72) -> list[tuple[float, float]]:
+def _circle_ring(
+    lat: float, lon: float, radius_km: float, steps: int = 72
+) -> list[tuple[float, float]]:
     d = radius_km / _EARTH_KM
     la, lo = math.radians(lat), math.radians(lon)
     ring = []

@@ -114,13 +114,15 @@ def geojson(expansions: list[Expansion]) -> dict[str, Any]:
         for cell in sorted(e.cover.cells):
             ring = [[lon, lat] for lat, lon in h3i.cell_to_boundary(cell)]
             ring.append(ring[0])
-            features.append({
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "alert_id": e.alert.identifier,
-                    "cell": h3i.int_to_str(cell),
-                    "resolution": int(h3i.get_resolution(cell)),
-                },
-            })
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    "properties": {
+                        "alert_id": e.alert.identifier,
+                        "cell": h3i.int_to_str(cell),
+                        "resolution": int(h3i.get_resolution(cell)),
+                    },
+                }
+            )
     return {"type": "FeatureCollection", "features": features}

@@ -10,16 +10,15 @@ resolution 7 (the finest at which the baseline finishes in reasonable time).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from itertools import pairwise
-from pathlib import Path
+from collections.abc import Sequence
 
 import h3.api.basic_int as h3i
 
+from pipeline.adapters.census import CensusGazetteer
 from pipeline.domain.cover import cover_shapes
+from pipeline.domain.geocodes import resolve_geocodes_with_reasons
 from pipeline.domain.models import Geocode, Polygon
-
-Report = Callable[[str, float, str, float], None]
+from tests.bench.common import Report, print_report
 
 TEXAS = Geocode("SAME", "048000")
 OUR_RESOLUTION = 10
@@ -27,43 +26,10 @@ BASELINE_RESOLUTION = 7
 
 
 def texas_polygons() -> tuple[Polygon, ...]:
-    """Texas from the census adapter when it is there, else straight from plotly-geo."""
-    try:
-        from pipeline.adapters.census import CensusGazetteer
-    except ImportError:
-        return _texas_from_shapefile()
-    gazetteer = CensusGazetteer()
-    resolve = getattr(gazetteer, "resolve", None)
-    if resolve is not None:
-        resolved = resolve(TEXAS)
-        if resolved:
-            return tuple(resolved)
-    state = getattr(gazetteer, "state", None)
-    if state is not None:
-        polygons = state("48")
-        if polygons:
-            return tuple(polygons)
-    return _texas_from_shapefile()
-
-
-def _texas_from_shapefile() -> tuple[Polygon, ...]:
-    import _plotly_geo
-    import shapefile
-
-    path = Path(_plotly_geo.__file__).parent / "package_data" / "cb_2016_us_state_500k.shp"
-    reader = shapefile.Reader(str(path))
-    names = [field[0] for field in reader.fields[1:]]
-    for shape_record in reader.iterShapeRecords():
-        if dict(zip(names, shape_record.record, strict=True))["STATEFP"] != "48":
-            continue
-        shape = shape_record.shape
-        bounds = [*shape.parts, len(shape.points)]
-        # Shapefile rings are [lon, lat]; Texas has no holes, every part is an island.
-        return tuple(
-            Polygon(tuple((lat, lon) for lon, lat in shape.points[a:b]))
-            for a, b in pairwise(bounds)
-        )
-    raise LookupError("Texas (STATEFP 48) not found in the plotly-geo state shapefile")
+    """Texas (SAME 048000) as the pipeline resolves it: the Census 1:500k boundary."""
+    resolution = resolve_geocodes_with_reasons([TEXAS], CensusGazetteer())
+    assert not resolution.unresolved, resolution.unresolved
+    return resolution.polygons
 
 
 def _h3_shape(polygons: Sequence[Polygon]) -> h3i.LatLngMultiPoly:
@@ -85,19 +51,14 @@ def run(report: Report) -> None:
     ours_s = time.perf_counter() - start
 
     report(
-        f"cover_shapes Texas res {OUR_RESOLUTION} ({len(cover)} compact cells)",
+        f"cover_shapes Texas (SAME 048000) res {OUR_RESOLUTION} ({len(cover)} compact cells)",
         ours_s,
-        f"h3 overlap+compact res {BASELINE_RESOLUTION} ({len(baseline_cells)} compact cells)",
+        "s",
+        f"h3 polygon_to_cells_experimental(overlap)+compact_cells res {BASELINE_RESOLUTION} "
+        f"({len(baseline_cells)} compact cells)",
         baseline_s,
     )
 
 
-def _print_report(name: str, value_s: float, baseline_name: str, baseline_s: float) -> None:
-    print(
-        f"{name}: {value_s:.2f} s | baseline {baseline_name}: {baseline_s:.2f} s "
-        f"| ratio {value_s / baseline_s:.2f}"
-    )
-
-
 if __name__ == "__main__":
-    run(_print_report)
+    run(print_report)

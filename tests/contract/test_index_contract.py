@@ -27,9 +27,17 @@ Runner = Callable[..., None]
 
 def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> ActiveAlert:
     return ActiveAlert(
-        key=key, alert_id=key.split("|")[1], sender=key.split("|")[0], message_id=key.split("|")[1],
-        version=version, status=status, sent_ms=version, expires_ms=None, priority=100,
-        locale="en-US", card={"headline": f"v{version}"},
+        key=key,
+        alert_id=key.split("|")[1],
+        sender=key.split("|")[0],
+        message_id=key.split("|")[1],
+        version=version,
+        status=status,
+        sent_ms=version,
+        expires_ms=None,
+        priority=100,
+        locale="en-US",
+        card={"headline": f"v{version}"},
     )
 
 

@@ -49,8 +49,8 @@ def cell(latlon: tuple[float, float]) -> int:
     return int(h3i.latlng_to_cell(latlon[0], latlon[1], RES))
 
 
-def users(found: list[Sighting]) -> list[str]:
-    return sorted(s.user_id for s in found)
+async def present(store: Any, cover: frozenset[int], since: int) -> list[str]:
+    return sorted([s.user_id async for chunk in store.present_in(cover, since, 2) for s in chunk])
 
 
 def test_users_are_found_through_coarse_and_fine_cover_cells(run: Callable[[Body], None]) -> None:
@@ -59,10 +59,10 @@ def test_users_are_found_through_coarse_and_fine_cover_cells(run: Callable[[Body
         await store.record([Sighting("a", cell(AUSTIN), now), Sighting("d", cell(DALLAS), now)])
         coarse = frozenset({h3i.cell_to_parent(cell(AUSTIN), 3)})
         fine = frozenset({h3i.cell_to_parent(cell(AUSTIN), 8)})
-        assert users(await store.present_in(coarse, now - WINDOW)) == ["a"]
-        assert users(await store.present_in(fine, now - WINDOW)) == ["a"]
+        assert await present(store, coarse, now - WINDOW) == ["a"]
+        assert await present(store, fine, now - WINDOW) == ["a"]
         neighbour = frozenset(h3i.grid_ring(h3i.cell_to_parent(cell(AUSTIN), 8), 1))
-        assert users(await store.present_in(neighbour, now - WINDOW)) == []
+        assert await present(store, neighbour, now - WINDOW) == []
 
     run(body)
 
@@ -74,8 +74,8 @@ def test_only_the_latest_sighting_counts(run: Callable[[Body], None]) -> None:
         await store.record([Sighting("a", cell(DALLAS), now + 60_000)])
         austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
         dallas = frozenset({h3i.cell_to_parent(cell(DALLAS), 4)})
-        assert users(await store.present_in(austin, now - WINDOW)) == []
-        assert users(await store.present_in(dallas, now - WINDOW)) == ["a"]
+        assert await present(store, austin, now - WINDOW) == []
+        assert await present(store, dallas, now - WINDOW) == ["a"]
 
     run(body)
 
@@ -85,6 +85,21 @@ def test_sightings_older_than_the_window_do_not_count(run: Callable[[Body], None
         now = 4_000_000_000_000
         await store.record([Sighting("a", cell(AUSTIN), now)])
         austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
-        assert users(await store.present_in(austin, now + 1)) == []
+        assert await present(store, austin, now + 1) == []
+
+    run(body)
+
+
+def test_many_users_come_back_in_bounded_chunks(run: Callable[[Body], None]) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000
+        base = cell(AUSTIN)
+        neighbours = sorted(h3i.grid_disk(base, 3))
+        await store.record([Sighting(f"u{i}", c, now) for i, c in enumerate(neighbours)])
+        area = frozenset({h3i.cell_to_parent(base, 6)})
+        chunks = [chunk async for chunk in store.present_in(area, now - WINDOW, 5)]
+        assert all(1 <= len(chunk) <= 5 for chunk in chunks)
+        seen = [s.user_id for chunk in chunks for s in chunk]
+        assert len(seen) == len(set(seen)) == len(neighbours)
 
     run(body)

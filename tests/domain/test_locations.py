@@ -39,5 +39,8 @@ def test_bad_locations_are_rejected_with_a_reason(event: object, reason: str) ->
 
 def test_nan_is_not_json() -> None:
     with pytest.raises(MalformedEvent, match="not valid JSON"):
-        parse_location(b'{"user_id":"u","lat":NaN,"lon":0,"ts":1795400000000}', now_ms=NOW,
-                       max_future_skew_ms=0)
+        parse_location(
+            b'{"user_id":"u","lat":NaN,"lon":0,"ts":1795400000000}',
+            now_ms=NOW,
+            max_future_skew_ms=0,
+        )

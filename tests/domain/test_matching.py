@@ -19,8 +19,19 @@ AUSTIN = (30.2672, -97.7431)
 
 
 def alert(key: str = "s|a1", status: str = "Actual", expires_ms: int | None = None) -> ActiveAlert:
-    return ActiveAlert(key=key, alert_id="a1", sender="s", message_id="a1", version=1, status=status,
-                       sent_ms=NOW, expires_ms=expires_ms, priority=100, locale="en-US", card={})
+    return ActiveAlert(
+        key=key,
+        alert_id="a1",
+        sender="s",
+        message_id="a1",
+        version=1,
+        status=status,
+        sent_ms=NOW,
+        expires_ms=expires_ms,
+        priority=100,
+        locale="en-US",
+        card={},
+    )
 
 
 def raw(user: str, lat: float, lon: float, ts: int = NOW, offset: int = 0) -> RawEvent:
@@ -43,9 +54,14 @@ def setup(
         asyncio.run(index.put_alert(active, area()))
     now = clock if clock is not None else [NOW]
     return Matcher(
-        index, MemoryDedupStore(), AudiencePolicy.of(["s"], test_users),
-        presence=MemoryPresenceStore(window_ms=WINDOW), resolution=RES,
-        max_future_skew_ms=60_000, freshness_ms=WINDOW, clock_ms=lambda: now[0],
+        index,
+        MemoryDedupStore(),
+        AudiencePolicy.of(["s"], test_users),
+        presence=MemoryPresenceStore(window_ms=WINDOW),
+        resolution=RES,
+        max_future_skew_ms=60_000,
+        freshness_ms=WINDOW,
+        clock_ms=lambda: now[0],
     )
 
 
@@ -115,9 +131,11 @@ def test_fan_out_cards_present_users_inside_and_only_once() -> None:
     issued = alert()
 
     async def fan_out() -> list[str]:
-        result = await m.fan_out(issued, area())
-        await m.confirm(result)
-        return sorted(c["user_id"] for c in result.cards)
+        users = []
+        async for result in m.fan_out(issued, area()):
+            await m.confirm(result)
+            users += [c["user_id"] for c in result.cards]
+        return sorted(users)
 
     assert asyncio.run(fan_out()) == ["home"]
     assert asyncio.run(fan_out()) == []  # the area grows again: nobody twice
