@@ -1,15 +1,21 @@
 """Where active users are: each user's latest cell, fresh within a window, on Redis.
 
-Keys (``p`` the prefix; every command names one key, so this works on Redis Cluster):
+Keys (``p`` the prefix, W the window; every command names one key, so this works on Redis
+Cluster):
 
-    p:pres:u:{user}      packed (cell, ts) of the user's latest sighting; PXAT ts + window
-    p:pres:b:<bucket>    ZSET user -> ts of users sighted in this resolution-5 bucket;
-                         trimmed to the window on every write, PXAT newest ts + window
+    p:pres:b:<bucket>:<slot>   HASH user -> packed (cell, ts) of users last sighted in this
+                               resolution-5 bucket during time slot ``ts // W``;
+                               PEXPIREAT the end of the next slot
+    p:pres:u:{user}            packed (bucket, slot): which hash holds the user now;
+                               PXAT ts + W
 
-Memory stays bounded: a user's key expires a window after their last sighting, and each
-bucket only keeps members sighted within the window. A user who moved lingers in their old
-bucket until the window passes, so ``present_in`` checks every candidate against their own
-latest sighting before reporting them.
+A sighting is written with ``SET ... GET`` on the user's pointer: when it names another
+hash, the user is deleted from that one, so each user sits in exactly one hash. Memory
+stays bounded without any sweeper: a slot's hashes expire a window after the slot ends,
+and the pointer a window after the user's last sighting.
+
+A fan-out reads whole hashes (``HGETALL``: one command per bucket and slot, not one per
+user), which is what makes a state-wide alert over a million users affordable.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pipeline.adapters.redis_index import _guard
 from pipeline.domain.models import Sighting
 from pipeline.domain.presence import BUCKET_RESOLUTION, latest_per_user, plan_buckets, within
 
-_SIGHTING = struct.Struct("<Qq")
+_PAIR = struct.Struct("<Qq")
 _CHUNK = 10_000
 
 
@@ -40,68 +46,81 @@ class RedisPresenceStore:
     def _user_key(self, user_id: str) -> str:
         return f"{self._p}:pres:u:{{{user_id}}}"
 
-    def _bucket_key(self, bucket: int) -> str:
-        return f"{self._p}:pres:b:{bucket:x}"
+    def _hash_key(self, bucket: int, slot: int) -> str:
+        return f"{self._p}:pres:b:{bucket:x}:{slot}"
 
     async def record(self, sightings: Sequence[Sighting]) -> None:
         latest = latest_per_user(sightings)
         if not latest:
             return
-        by_bucket: dict[int, dict[str, int]] = {}
-        for s in latest:
-            by_bucket.setdefault(h3i.cell_to_parent(s.cell, BUCKET_RESOLUTION), {})[s.user_id] = (
-                s.ts
-            )
         window = self._window_ms
+        places = [(h3i.cell_to_parent(s.cell, BUCKET_RESOLUTION), s.ts // window) for s in latest]
+        by_hash: dict[tuple[int, int], dict[str, bytes]] = {}
+        for s, place in zip(latest, places, strict=True):
+            by_hash.setdefault(place, {})[s.user_id] = _PAIR.pack(s.cell, s.ts)
 
-        async def write() -> None:
+        async def write() -> list[Any]:
             async with self._r.pipeline(transaction=False) as pipe:
-                for s in latest:
-                    pipe.set(
-                        self._user_key(s.user_id), _SIGHTING.pack(s.cell, s.ts), pxat=s.ts + window
-                    )
-                for bucket, members in by_bucket.items():
-                    key = self._bucket_key(bucket)
-                    newest = max(members.values())
-                    pipe.zadd(key, {u: ts for u, ts in members.items()}, gt=True)
-                    pipe.zremrangebyscore(key, "-inf", f"({newest - window}")
-                    pipe.pexpireat(key, newest + window)
-                await pipe.execute()
+                for s, (bucket, slot) in zip(latest, places, strict=True):
+                    pointer = _PAIR.pack(bucket, slot)
+                    pipe.set(self._user_key(s.user_id), pointer, pxat=s.ts + window, get=True)
+                for (bucket, slot), fields in by_hash.items():
+                    key = self._hash_key(bucket, slot)
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                    pipe.pexpireat(key, (slot + 2) * window)
+                return list(await pipe.execute())
 
-        await _guard("presence write", write)
+        previous = (await _guard("presence write", write))[: len(latest)]
+        moved = [
+            (s.user_id, _PAIR.unpack(old))
+            for s, place, old in zip(latest, places, previous, strict=True)
+            if old is not None and _PAIR.unpack(old) != place
+        ]
+        if moved:
+
+            async def forget() -> None:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for user, (bucket, slot) in moved:
+                        pipe.hdel(self._hash_key(bucket, slot), user)
+                    await pipe.execute()
+
+            await _guard("presence write", forget)
 
     async def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = _CHUNK
     ) -> AsyncIterator[list[Sighting]]:
         plan = plan_buckets(cover)
-        buckets = sorted(plan.buckets())
+        window = self._window_ms
+        # Sightings at or after since_ms live in its slot or a later one; none can be newer
+        # than a window past since_ms (the caller's clock), hence at most three slots.
+        slots = range(since_ms // window, (since_ms + window) // window + 2)
+        keys = [self._hash_key(b, slot) for b in sorted(plan.buckets()) for slot in slots]
+        latest: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(keys), 1000):
+            part = keys[start : start + 1000]
 
-        async def candidates() -> set[str]:
-            found: set[str] = set()
-            for start in range(0, len(buckets), _CHUNK):
+            async def read(part: list[str] = part) -> list[Any]:
                 async with self._r.pipeline(transaction=False) as pipe:
-                    for bucket in buckets[start : start + _CHUNK]:
-                        pipe.zrangebyscore(self._bucket_key(bucket), since_ms, "+inf")
-                    for members in await pipe.execute():
-                        found.update(m.decode() if isinstance(m, bytes) else m for m in members)
-            return found
-
-        users = sorted(await _guard("presence read", candidates))
-        for start in range(0, len(users), chunk):
-            part = users[start : start + chunk]
-
-            async def latest(part: list[str] = part) -> list[Any]:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for user in part:
-                        pipe.get(self._user_key(user))
+                    for key in part:
+                        pipe.hgetall(key)
                     return list(await pipe.execute())
 
-            found = []
-            for user, raw in zip(part, await _guard("presence read", latest), strict=True):
-                if raw is None:
-                    continue
-                cell, ts = _SIGHTING.unpack(raw)
-                if ts >= since_ms and within(plan, cell):
-                    found.append(Sighting(user, cell, ts))
-            if found:
-                yield found
+            for fields in await _guard("presence read", read):
+                for raw_user, raw in fields.items():
+                    cell, ts = _PAIR.unpack(raw)
+                    if ts < since_ms:
+                        continue
+                    user = raw_user.decode() if isinstance(raw_user, bytes) else raw_user
+                    kept = latest.get(user)
+                    if kept is None or ts > kept[1]:
+                        latest[user] = (cell, ts)
+        found: list[Sighting] = []
+        for user in sorted(latest):
+            cell, ts = latest[user]
+            if within(plan, cell):
+                found.append(Sighting(user, cell, ts))
+                if len(found) >= chunk:
+                    yield found
+                    found = []
+        if found:
+            yield found

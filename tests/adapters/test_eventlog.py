@@ -1,0 +1,220 @@
+"""The event-log format: bytes survive a round trip through every compression, lines follow
+the published schema, event-time order is stable, and retiming moves the times inside."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.adapters.eventlog import (
+    LoggedRecord,
+    decode_record,
+    encode_record,
+    in_event_time_order,
+    parse_duration_ms,
+    parse_when,
+    read_log,
+    retime_value,
+    shift_iso,
+    write_log,
+)
+from pipeline.domain.cap import parse_cap
+from pipeline.errors import MalformedEvent
+from tests.support.schemas import assert_valid
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+
+
+def make_record(
+    value: bytes | None = b'{"user_id":"u-1","lat":30.25,"lon":-97.75,"ts":1795400000000}',
+    *,
+    topic: str = "locations",
+    ts: int = 1795400000000,
+    key: bytes | None = b"u-1",
+    headers: tuple[tuple[str, bytes | None], ...] = (),
+    partition: int | None = None,
+    offset: int | None = None,
+) -> LoggedRecord:
+    return LoggedRecord(topic, ts, key, value, headers, partition, offset)
+
+
+def line_of(record: LoggedRecord) -> dict[str, object]:
+    line = orjson.loads(encode_record(record))
+    assert_valid("event_log", line)
+    return dict(line)
+
+
+def test_a_compact_json_value_is_stored_as_an_object() -> None:
+    line = line_of(make_record())
+    assert line["value"] == {"user_id": "u-1", "lat": 30.25, "lon": -97.75, "ts": 1795400000000}
+    assert "value_encoding" not in line
+
+
+def test_json_that_would_not_reserialise_identically_is_kept_as_its_text() -> None:
+    spaced = b'{"user_id": "u-1", "lat": 30.250, "lon": -97.75, "ts": 1795400000000}'
+    line = line_of(make_record(spaced))
+    assert line["value"] == spaced.decode()
+    assert decode_record(encode_record(make_record(spaced))).value == spaced
+
+
+def test_cap_xml_is_a_string_and_non_utf8_is_base64() -> None:
+    xml = b'<?xml version="1.0"?><alert>\xc3\xa9</alert>'
+    assert line_of(make_record(xml, topic="alerts"))["value"] == xml.decode()
+    line = line_of(make_record(b"\xff\xfe not utf-8", key=b"\x80key"))
+    assert line["value_encoding"] == "base64" and line["key_encoding"] == "base64"
+    back = decode_record(encode_record(make_record(b"\xff\xfe not utf-8", key=b"\x80key")))
+    assert (back.value, back.key) == (b"\xff\xfe not utf-8", b"\x80key")
+
+
+def test_headers_keep_order_duplicates_binary_values_and_nulls() -> None:
+    cases = [
+        (("trace", b"abc"), ("source", None)),
+        (("trace", b"\xff\x00"), ("trace", b"second")),
+        (("a", b"1"), ("a", b"2"), ("b", b"")),
+    ]
+    for headers in cases:
+        record = make_record(headers=headers)
+        line_of(record)
+        assert decode_record(encode_record(record)).headers == headers
+
+
+@given(
+    value=st.one_of(st.none(), st.binary(max_size=64), st.text(max_size=32).map(str.encode)),
+    key=st.one_of(st.none(), st.binary(max_size=16)),
+    headers=st.lists(
+        st.tuples(st.text(min_size=1, max_size=8), st.one_of(st.none(), st.binary(max_size=8))),
+        max_size=4,
+    ).map(tuple),
+    ts=st.integers(min_value=0, max_value=2**53),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_survive_a_round_trip(
+    value: bytes | None,
+    key: bytes | None,
+    headers: tuple[tuple[str, bytes | None], ...],
+    ts: int,
+) -> None:
+    record = make_record(value, key=key, headers=headers, ts=ts, partition=2, offset=7)
+    line = encode_record(record)
+    assert decode_record(line) == record
+    assert encode_record(decode_record(line)) == line  # re-encoding is stable
+    assert_valid("event_log", orjson.loads(line))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_files_round_trip_and_compressed_output_is_deterministic(
+    tmp_path: Path, suffix: str
+) -> None:
+    records = [
+        make_record(),
+        make_record(b"\x00\x01\x02", topic="dlq", key=None),
+        make_record(None, topic="alerts", key=b"AMBER-1"),
+        make_record(b"<alert/>", topic="alerts", headers=(("h", b"\xfe"),)),
+    ]
+    first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    assert write_log(first, records) == 4
+    write_log(second, records)
+    assert list(read_log(first)) == records
+    assert first.read_bytes() == second.read_bytes()
+    if suffix == ".jsonl.gz":
+        assert gzip.decompress(first.read_bytes()).count(b"\n") == 4
+
+
+def test_a_bad_line_names_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(encode_record(make_record()) + b'{"topic": "alerts", "ts": "soon"}\n')
+    with pytest.raises(MalformedEvent, match="line 2"):
+        list(read_log(path))
+
+
+@pytest.mark.parametrize("chunk", [2, 1000])
+def test_event_time_order_is_by_ts_then_alerts_first_then_file_order(
+    tmp_path: Path, chunk: int
+) -> None:
+    records = [
+        make_record(b"{}", ts=30, key=b"late"),
+        make_record(b"{}", ts=10, key=b"first-location"),
+        make_record(b"<a/>", topic="alerts", ts=10, key=b"alert"),
+        make_record(b"{}", ts=20, key=b"x"),
+        make_record(b"{}", ts=20, key=b"y"),
+        make_record(b"{}", topic="lifecycle", ts=5, key=b"dropped"),
+    ]
+    path = tmp_path / "log.jsonl.zst"
+    write_log(path, records)
+    ordered = list(in_event_time_order(path, keep=lambda t: t != "lifecycle", chunk_records=chunk))
+    assert [s.record.key for s in ordered] == [b"alert", b"first-location", b"x", b"y", b"late"]
+    assert [s.seq for s in ordered] == [2, 1, 3, 4, 0]
+
+
+def test_shift_iso_keeps_the_style_of_the_original() -> None:
+    assert shift_iso("2026-11-23T10:00:00-05:00", 3_600_000) == "2026-11-23T11:00:00-05:00"
+    assert shift_iso("2026-11-23T10:00:00Z", -1000) == "2026-11-23T09:59:59Z"
+    assert shift_iso("2026-11-23T23:30:00-00:00", 3_600_000) == "2026-11-24T00:30:00-00:00"
+    assert shift_iso("not a time", 1000) == "not a time"
+
+
+CAP = b"""<?xml version="1.0" encoding="UTF-8"?>
+<cap:alert xmlns:cap="urn:oasis:names:tc:emergency:cap:1.2">
+  <cap:identifier>A-2</cap:identifier><cap:sender>s@x.example</cap:sender>
+  <cap:sent>2026-11-23T10:00:00-06:00</cap:sent><cap:status>Actual</cap:status>
+  <cap:msgType>Update</cap:msgType><cap:scope>Public</cap:scope>
+  <cap:references>s@x.example,A-1,2026-11-23T09:00:00-06:00</cap:references>
+  <cap:info><cap:event>Child Abduction Emergency</cap:event>
+    <cap:effective>2026-11-23T10:00:00-06:00</cap:effective>
+    <cap:onset>2026-11-23T10:05:00-06:00</cap:onset>
+    <cap:expires>2026-11-23T16:00:00-06:00</cap:expires>
+    <cap:area><cap:areaDesc>x</cap:areaDesc><cap:circle>30.2,-97.7 5</cap:circle></cap:area>
+  </cap:info>
+</cap:alert>"""
+
+
+def test_retime_moves_every_time_inside_a_cap_alert() -> None:
+    day = 86_400_000
+    before = parse_cap(CAP)[0]
+    after = parse_cap(retime_value("alerts", CAP, day))[0]
+    assert after.sent_ms == before.sent_ms + day
+    assert after.effective_ms == before.effective_ms + day  # type: ignore[operator]
+    assert after.expires_ms == before.expires_ms + day  # type: ignore[operator]
+    assert after.references[0].sent == "2026-11-24T09:00:00-06:00"
+    assert b"<cap:onset>2026-11-24T10:05:00-06:00</cap:onset>" in retime_value("alerts", CAP, day)
+
+
+def test_retime_moves_alert_json_nws_and_location_times() -> None:
+    alert = {"id": "A", "sent": "2026-11-23T10:00:00Z", "expires": "2026-11-23T16:00:00Z"}
+    shifted = orjson.loads(retime_value("alerts", orjson.dumps(alert), 60_000))
+    assert (shifted["sent"], shifted["expires"]) == ("2026-11-23T10:01:00Z", "2026-11-23T16:01:00Z")
+    nws = {
+        "type": "Feature",
+        "properties": {
+            "sent": "2026-11-23T10:00:00-05:00",
+            "onset": "2026-11-23T10:00:00-05:00",
+            "ends": "2026-11-23T12:00:00-05:00",
+            "references": [{"sent": "2026-11-23T09:00:00-05:00"}],
+        },
+    }
+    props = orjson.loads(retime_value("alerts", orjson.dumps(nws), 60_000))["properties"]
+    assert props["onset"] == "2026-11-23T10:01:00-05:00"
+    assert props["ends"] == "2026-11-23T12:01:00-05:00"
+    assert props["references"][0]["sent"] == "2026-11-23T09:01:00-05:00"
+    location = {"user_id": "u", "lat": 1.0, "lon": 2.0, "ts": 1795400000000}
+    moved = orjson.loads(retime_value("locations", orjson.dumps(location), 5))
+    assert moved["ts"] == 1795400000005
+    assert retime_value("locations", b"\xff garbage", 5) == b"\xff garbage"
+
+
+def test_command_line_times_and_durations() -> None:
+    now = 1795400000000
+    assert parse_when("now", now) == now
+    assert parse_when("now-10m", now) == now - 600_000
+    assert parse_when("now+1.5h", now) == now + 5_400_000
+    assert parse_when("1795400000123", now) == 1795400000123
+    assert parse_when("2026-11-23T00:00:00Z", now) == 1795392000000
+    assert parse_duration_ms("90") == 90_000 and parse_duration_ms("250ms") == 250
+    for bad in ("yesterday", "2026-11-23T00:00:00"):
+        with pytest.raises(ValueError):
+            parse_when(bad, now)
