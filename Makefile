@@ -53,7 +53,7 @@ format: install ## apply ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix pipeline tests deploy
 
 bench: install ## benchmarks, each figure beside a same-run baseline, as a ratio
-	$(PY) tests/bench/run.py
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 clean: down ## remove the venv and local state
 	rm -rf $(VENV) $(STATE_DIR) .alertfeed-data

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from pipeline.adapters.runtime import OutTopic, WorkerRuntime, now_ms
+from pipeline.adapters.runtime import WorkerRuntime, now_ms
 from pipeline.domain.deadletter import RawEvent
 from pipeline.errors import InfrastructureError
 from pipeline.settings import Settings
@@ -33,18 +33,6 @@ def raw_event(event: Any) -> RawEvent:
         key=msg.key,
         value=msg.value,
     )
-
-
-class FaustSink:
-    """Sends through the app's producer at once (``force=True``: not attached to the source
-    event), returning the future that resolves when the broker acknowledged the record."""
-
-    def __init__(self, topics: dict[str, Any]) -> None:
-        self._topics = topics
-
-    async def send(self, topic: OutTopic, key: bytes, value: bytes) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await self._topics[topic].send(key=key, value=value, force=True)
-        return fut
 
 
 async def consumer_lag(consumer: Any, logical: Mapping[str, str]) -> dict[str, int]:
@@ -70,8 +58,9 @@ async def consumer_lag(consumer: Any, logical: Mapping[str, str]) -> dict[str, i
     return lag
 
 
-def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, WorkerRuntime]:
-    """Build the app. ``runtime_factory(sink)`` returns the WorkerRuntime the agents call."""
+def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
+    """Build the app whose agents hand their batches to ``runtime``. Faust only consumes;
+    the runtime's sink produces (librdkafka, see pipeline.adapters.kafka_sink)."""
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers],
@@ -95,12 +84,6 @@ def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, Wor
     def raw_topic(name: str) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    outputs = {
-        "interstitials": raw_topic(t.interstitials),
-        "lifecycle": raw_topic(t.lifecycle),
-        "dlq": raw_topic(t.dlq),
-    }
-    runtime: WorkerRuntime = runtime_factory(FaustSink(outputs))
     match = settings.match
 
     @app.agent(raw_topic(t.locations), name="alertfeed.match-locations")
@@ -157,12 +140,13 @@ def create_app(settings: Settings, runtime_factory: Any) -> tuple[faust.App, Wor
         is_ready = bool(runtime.metrics.ready._value.get())
         return web.json({"ready": is_ready}, status=200 if is_ready else 503)
 
-    @app.on_rebalance_complete.connect
+    # faust's signal stubs type receivers as taking a ``signal`` keyword; ours take **kwargs.
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalanced(sender: Any, **kwargs: Any) -> None:
         runtime.metrics.ready.set(1)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         runtime.metrics.ready.set(0)
 
-    return app, runtime
+    return app

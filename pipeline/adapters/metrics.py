@@ -34,7 +34,7 @@ class Metrics:
         )
         self.locations_ignored = Counter(
             "alertfeed_locations_ignored_total",
-            "Valid location events not matched, by reason (stale: older than the freshness window).",
+            "Valid location events not matched, by reason (stale: older than the window).",
             ["reason"],
             registry=r,
         )

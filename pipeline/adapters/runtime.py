@@ -37,9 +37,10 @@ OutTopic = Literal["interstitials", "lifecycle", "dlq"]
 
 
 class Sink(Protocol):
-    """Publishes to a logical output topic; the returned awaitable resolves on broker ack."""
+    """Publishes to a logical output topic. Returns once the broker acknowledged every
+    record; raises BrokerUnavailable if any could not be delivered."""
 
-    async def send(self, topic: OutTopic, key: bytes, value: bytes) -> Awaitable[Any]: ...
+    async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
 
 def now_ms() -> int:
@@ -92,12 +93,10 @@ class WorkerRuntime:
     async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
         """Publish a result's cards and dead letters, wait for the broker's acks, then
         record the cards as delivered (a crash in between re-sends identical cards)."""
-        pending = [
-            await self.sink.send("interstitials", card["user_id"].encode(), orjson.dumps(card))
-            for card in result.cards
-        ]
-        pending += [await self._send_dead_letter(d) for d in result.dead_letters]
-        await self._delivered(pending)
+        cards = [(c["user_id"].encode(), orjson.dumps(c)) for c in result.cards]
+        dead = [self._dead_letter_record(d) for d in result.dead_letters]
+        await self._delivered(self.sink.publish("interstitials", cards))
+        await self._delivered(self.sink.publish("dlq", dead))
         await self.matcher.confirm(result)
         done = self.clock_ms()
         if self.reach is not None:
@@ -164,8 +163,8 @@ class WorkerRuntime:
             await self._fan_out(applied.alert, applied.cells)
 
     async def _announce(self, event: dict[str, Any]) -> None:
-        ack = await self.sink.send("lifecycle", event["alert_id"].encode(), orjson.dumps(event))
-        await self._delivered([ack])
+        record = (event["alert_id"].encode(), orjson.dumps(event))
+        await self._delivered(self.sink.publish("lifecycle", [record]))
         self.metrics.lifecycle.labels(event["state"]).inc()
         self.metrics.events_out.labels("lifecycle").inc()
 
@@ -246,22 +245,19 @@ class WorkerRuntime:
         self.metrics.cover_cells.set(sum(self._cover_cells.values()))
 
     # -- plumbing --------------------------------------------------------------------------
-    async def _send_dead_letter(self, record: dict[str, Any]) -> Awaitable[Any]:
-        source = record["source"]["logical_topic"]
-        self.metrics.dead_lettered.labels(source, record["reason_class"]).inc()
-        self.metrics.events_out.labels("dlq").inc()
+    def _dead_letter_record(self, record: dict[str, Any]) -> tuple[bytes, bytes]:
         src = record["source"]
+        self.metrics.dead_lettered.labels(src["logical_topic"], record["reason_class"]).inc()
+        self.metrics.events_out.labels("dlq").inc()
         key = f"{src['topic']}:{src['partition']}:{src['offset']}"
-        return await self.sink.send("dlq", key.encode(), orjson.dumps(record))
+        return key.encode(), orjson.dumps(record)
 
     async def _dead_letter_now(self, record: dict[str, Any]) -> None:
-        await self._delivered([await self._send_dead_letter(record)])
+        await self._delivered(self.sink.publish("dlq", [self._dead_letter_record(record)]))
 
-    async def _delivered(self, pending: Sequence[Awaitable[Any]]) -> None:
-        if not pending:
-            return
+    async def _delivered(self, publishing: Awaitable[None]) -> None:
         try:
-            await asyncio.gather(*pending)
+            await publishing
         except InfrastructureError:
             raise
         except Exception as exc:  # the Kafka client's own errors

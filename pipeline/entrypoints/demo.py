@@ -183,7 +183,7 @@ def _collect_cards(
                 if len(cards) >= expected and time.monotonic() - quiet_since > 3:
                     break
                 continue
-            card = orjson.loads(msg.value())
+            card = orjson.loads(msg.value() or b"null")
             if card["alert_id"] == alert_id:
                 cards.append(card)
                 quiet_since = time.monotonic()

@@ -62,8 +62,8 @@ def draw_png(expansions: list[Expansion], path: str) -> None:
                 for ring in (poly.exterior, *poly.holes):
                     ax.plot([p[1] for p in ring], [p[0] for p in ring], color="black", lw=0.8)
             for circle in area.circles:
-                ring = _circle_ring(circle.lat, circle.lon, circle.radius_km)
-                ax.plot([p[1] for p in ring], [p[0] for p in ring], color="black", lw=0.8)
+                outline = _circle_ring(circle.lat, circle.lon, circle.radius_km)
+                ax.plot([p[1] for p in outline], [p[0] for p in outline], color="black", lw=0.8)
     ax.autoscale_view()
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("longitude")

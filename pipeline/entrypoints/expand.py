@@ -98,7 +98,7 @@ def summary(e: Expansion) -> str:
         f"{e.source}: {e.alert.identifier} ({e.alert.msg_type}, {e.alert.status}) {e.alert.event}",
         f"  areas: {len(areas)} ({shapes} polygons/circles, {codes} geocodes)",
         f"  resolution: {e.cover.resolution}",
-        f"  cells: {len(e.cover.cells):,} compact, {e.full_cells:,} at resolution {e.cover.resolution}",
+        f"  cells: {len(e.cover.cells):,} compact, {e.full_cells:,} at the resolution",
         f"  area: {e.area_km2:,.1f} km² covered",
         f"  time: {e.seconds:.3f} s",
     ]

@@ -30,7 +30,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,12 +76,11 @@ class LogSink:
         self._clock = clock
         self.counts: Counter[str] = Counter()
 
-    async def send(self, topic: OutTopic, key: bytes, value: bytes) -> Awaitable[Any]:
-        self._writer.write(LoggedRecord(topic, self._clock(), key, value))
-        self.counts[topic] += 1
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None:
+        now = self._clock()
+        for key, value in records:
+            self._writer.write(LoggedRecord(topic, now, key, value))
+        self.counts[topic] += len(records)
 
 
 @dataclass(slots=True)
@@ -152,9 +151,7 @@ def _offline_runtime(
     from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
     from pipeline.adapters.metrics import Metrics
     from pipeline.adapters.runtime import WorkerRuntime
-    from pipeline.domain.ingest import AlertIngest
-    from pipeline.domain.matching import Matcher
-    from pipeline.entrypoints.wiring import make_coverer, make_policy
+    from pipeline.entrypoints.wiring import make_services
 
     freshness_ms = int(settings.match.freshness_s * 1000)
     index: CellIndex
@@ -176,18 +173,7 @@ def _offline_runtime(
         memory_presence = MemoryPresenceStore(window_ms=freshness_ms)
         dedup, presence = memory_dedup, memory_presence
         forgetful = [memory_dedup.forget_before, memory_presence.forget_before]
-    policy = make_policy(settings)
-    matcher = Matcher(
-        index,
-        dedup,
-        policy,
-        presence=presence,
-        resolution=settings.match.resolution,
-        max_future_skew_ms=int(settings.match.max_future_skew_s * 1000),
-        freshness_ms=freshness_ms,
-        clock_ms=clock,
-    )
-    ingest = AlertIngest(index, policy, make_coverer(settings), clock)
+    matcher, ingest = make_services(settings, index, dedup, presence, clock)
     return WorkerRuntime(matcher, ingest, Metrics(), sink, clock_ms=clock), forgetful
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from redis.asyncio import Redis
@@ -10,8 +11,11 @@ from pipeline.adapters.census import CensusGazetteer
 from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
 from pipeline.domain.cover import CoverLimits
 from pipeline.domain.geocodes import resolve_geocodes_with_reasons
+from pipeline.domain.ingest import AlertIngest
+from pipeline.domain.matching import Matcher
 from pipeline.domain.models import AlertCover
 from pipeline.domain.policy import AudiencePolicy
+from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
 from pipeline.domain.targeting import cover_alert
 from pipeline.settings import Settings
 
@@ -47,3 +51,29 @@ def make_coverer(settings: Settings, resolution: int | None = None) -> partial[A
         limits=cover_limits(settings),
         resolve_geocodes=partial(resolve_geocodes_with_reasons, gazetteer=gazetteer),
     )
+
+
+def make_services(
+    settings: Settings,
+    index: CellIndex,
+    dedup: DedupStore,
+    presence: PresenceStore,
+    clock_ms: Callable[[], int],
+) -> tuple[Matcher, AlertIngest]:
+    """The two domain services, as the worker and the offline replay both run them."""
+    policy = make_policy(settings)
+    matcher = Matcher(
+        index,
+        dedup,
+        policy,
+        presence=presence,
+        resolution=settings.match.resolution,
+        max_future_skew_ms=int(settings.match.max_future_skew_s * 1000),
+        freshness_ms=freshness_ms(settings),
+        clock_ms=clock_ms,
+    )
+    return matcher, AlertIngest(index, policy, make_coverer(settings), clock_ms)
+
+
+def freshness_ms(settings: Settings) -> int:
+    return int(settings.match.freshness_s * 1000)

@@ -11,7 +11,9 @@ class Report(Protocol):
     ) -> None: ...
 
 
-def print_report(name: str, value: float, unit: str, baseline_name: str, baseline_value: float) -> None:
+def print_report(
+    name: str, value: float, unit: str, baseline_name: str, baseline_value: float
+) -> None:
     ratio = value / baseline_value if baseline_value else float("nan")
     fmt = ",.2f" if value < 100 else ",.0f"
     print(

@@ -29,7 +29,7 @@ def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> Activ
     return ActiveAlert(
         key=key,
         alert_id=key.split("|")[1],
-        sender=key.split("|")[0],
+        sender=key.split("|", maxsplit=1)[0],
         message_id=key.split("|")[1],
         version=version,
         status=status,
