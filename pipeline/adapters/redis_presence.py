@@ -95,7 +95,8 @@ class RedisPresenceStore:
         # than a window past since_ms (the caller's clock), hence at most three slots.
         slots = range(since_ms // window, (since_ms + window) // window + 2)
         keys = [self._hash_key(b, slot) for b in sorted(plan.buckets()) for slot in slots]
-        latest: dict[str, tuple[int, int]] = {}
+        latest: dict[bytes, tuple[int, int]] = {}
+        unpack = _PAIR.unpack
         for start in range(0, len(keys), 1000):
             part = keys[start : start + 1000]
 
@@ -107,18 +108,15 @@ class RedisPresenceStore:
 
             for fields in await _guard("presence read", read):
                 for raw_user, raw in fields.items():
-                    cell, ts = _PAIR.unpack(raw)
-                    if ts < since_ms:
-                        continue
-                    user = raw_user.decode() if isinstance(raw_user, bytes) else raw_user
-                    kept = latest.get(user)
-                    if kept is None or ts > kept[1]:
-                        latest[user] = (cell, ts)
+                    cell, ts = unpack(raw)
+                    if ts >= since_ms:
+                        kept = latest.get(raw_user)
+                        if kept is None or ts > kept[1]:
+                            latest[raw_user] = (cell, ts)
         found: list[Sighting] = []
-        for user in sorted(latest):
-            cell, ts = latest[user]
+        for raw_user, (cell, ts) in latest.items():
             if within(plan, cell):
-                found.append(Sighting(user, cell, ts))
+                found.append(Sighting(raw_user.decode(), cell, ts))
                 if len(found) >= chunk:
                     yield found
                     found = []

@@ -64,6 +64,10 @@ class WorkerRuntime:
         # Reads the whole alerts topic (blocking); None: the index cannot be rebuilt here.
         self._alert_log = alert_log
         self._rebuilding = asyncio.Lock()
+        # Checking dedup, publishing and recording the cards is one step: a location batch
+        # and a fan-out chunk must not interleave in it, or both could card the same user.
+        # Across workers the same race leaves a duplicate with the same event_id.
+        self._carding = asyncio.Lock()
         self.matcher = matcher
         self.ingest = ingest
         self.metrics = metrics
@@ -83,27 +87,27 @@ class WorkerRuntime:
             await self._retrying("match", lambda: self._match(batch))
 
     async def _match(self, batch: Sequence[RawEvent]) -> None:
-        started = time.perf_counter()
-        result = await self.matcher.match(batch)
-        self.metrics.redis_latency.observe(time.perf_counter() - started)
-        if result.stale:
-            self.metrics.locations_ignored.labels("stale").inc(result.stale)
-        await self._publish(result, triggered_by_location=True)
+        async with self._carding:
+            started = time.perf_counter()
+            result = await self.matcher.match(batch)
+            self.metrics.redis_latency.observe(time.perf_counter() - started)
+            if result.stale:
+                self.metrics.locations_ignored.labels("stale").inc(result.stale)
+            await self._publish(result, triggered_by_location=True)
 
     async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
         """Publish a result's cards and dead letters, wait for the broker's acks, then
         record the cards as delivered (a crash in between re-sends identical cards)."""
-        cards = [(c["user_id"].encode(), orjson.dumps(c)) for c in result.cards]
         dead = [self._dead_letter_record(d) for d in result.dead_letters]
-        await self._delivered(self.sink.publish("interstitials", cards))
+        await self._delivered(self.sink.publish("interstitials", result.cards))
         await self._delivered(self.sink.publish("dlq", dead))
         await self.matcher.confirm(result)
         done = self.clock_ms()
         if self.reach is not None:
             await self.reach.on_cards(result.seen_pairs, done)
         if triggered_by_location:
-            for card in result.cards:
-                self.metrics.e2e_latency.observe(max(0, done - card["created_ms"]) / 1000)
+            for created in result.card_created_ms:
+                self.metrics.e2e_latency.observe(max(0, done - created) / 1000)
         self.metrics.events_out.labels("interstitials").inc(len(result.cards))
         self.metrics.dedup_hits.inc(result.duplicates)
         if result.cards:
@@ -174,8 +178,13 @@ class WorkerRuntime:
         present = cards = 0
         while True:
             try:
-                async for result in self.matcher.fan_out(alert, cells):
-                    await self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
+                chunks = aiter(self.matcher.fan_out(alert, cells))
+                while True:
+                    async with self._carding:
+                        result = await anext(chunks, None)
+                        if result is None:
+                            break
+                        await self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
                     present += result.locations
                     cards += len(result.cards)
                 break

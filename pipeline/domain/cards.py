@@ -135,3 +135,41 @@ def interstitial(alert: ActiveAlert, user_id: str, created_ms: int) -> dict[str,
         "locale": alert.locale,
         "card": alert.card,
     }
+
+
+class CardTemplate:
+    """Encodes the interstitials of one alert version fast, byte for byte what
+    ``orjson.dumps(interstitial(alert, user_id, created_ms))`` gives: everything but the
+    user's id, event id and times is encoded once. A fan-out to a million users spends
+    most of its time here otherwise."""
+
+    __slots__ = ("_expires", "_head", "_middle", "_tail", "alert")
+
+    def __init__(self, alert: ActiveAlert) -> None:
+        self.alert = alert
+        self._expires = alert.expires_ms
+        dumps = orjson.dumps
+        self._head = b'{"schema":' + dumps(INTERSTITIAL_SCHEMA) + b',"event_id":"'
+        self._middle = (
+            b',"alert_id":' + dumps(alert.alert_id)
+            + b',"alert_sender":' + dumps(alert.sender)
+            + b',"message_id":' + dumps(alert.message_id)
+            + b',"alert_version":' + dumps(alert.version)
+            + b',"status":' + dumps(alert.status)
+            + b',"created_ms":'
+        )  # fmt: skip
+        self._tail = (
+            b',"priority":' + dumps(alert.priority)
+            + b',"locale":' + dumps(alert.locale)
+            + b',"card":' + dumps(alert.card) + b"}"
+        )  # fmt: skip
+
+    def encode(self, user_id: str, created_ms: int) -> bytes:
+        expires = (
+            self._expires if self._expires is not None else created_ms + DEFAULT_CARD_LIFETIME_MS
+        )
+        return b"".join((
+            self._head, event_id(self.alert.key, user_id).encode(), b'","user_id":',
+            orjson.dumps(user_id), self._middle, b"%d" % created_ms,
+            b',"expires_ms":', b"%d" % expires, self._tail,
+        ))  # fmt: skip

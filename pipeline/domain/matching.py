@@ -27,7 +27,7 @@ from typing import Any
 
 import h3.api.basic_int as h3i
 
-from pipeline.domain.cards import ActiveAlert, card_expiry_ms, interstitial
+from pipeline.domain.cards import ActiveAlert, CardTemplate, card_expiry_ms
 from pipeline.domain.deadletter import RawEvent, dead_letter
 from pipeline.domain.locations import parse_location
 from pipeline.domain.models import Sighting
@@ -38,7 +38,12 @@ from pipeline.errors import BadInput
 
 @dataclass(slots=True)
 class MatchResult:
-    cards: list[dict[str, Any]] = field(default_factory=list)
+    """What one batch produced. ``cards`` are encoded interstitials, ``(key, value)`` as
+    they go to Kafka; ``card_created_ms``, ``seen_pairs`` and ``seen_expiry_ms`` run
+    parallel to them."""
+
+    cards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    card_created_ms: list[int] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     locations: int = 0
     seen_pairs: list[tuple[str, str]] = field(default_factory=list)
@@ -64,6 +69,7 @@ class Matcher:
         self._dedup = dedup
         self._presence = presence
         self._freshness_ms = freshness_ms
+        self._templates: dict[tuple[str, int], CardTemplate] = {}
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -103,10 +109,23 @@ class Matcher:
         window, lies in ``cover``. Created at the alert's version time, so a repeat is
         byte-identical. Publish and confirm each chunk before asking for the next."""
         since = self._clock_ms() - self._freshness_ms
+        created = alert.version
+        if alert.expires_ms is not None and created >= alert.expires_ms:
+            return
+        template = self._template(alert)
+        expiry = card_expiry_ms(alert, created)
         async for present in self._presence.present_in(cover, since):
             result = MatchResult(locations=len(present))
-            trigger = [Sighting(s.user_id, s.cell, alert.version) for s in present]
-            await self._card(result, ((s, [alert]) for s in trigger))
+            users = [s.user_id for s in present if self._policy.may_see(alert.status, s.user_id)]
+            fresh = await self._dedup.unseen([(alert.key, u) for u in users])
+            for user, is_new in zip(users, fresh, strict=True):
+                if not is_new:
+                    result.duplicates += 1
+                    continue
+                result.cards.append((user.encode(), template.encode(user, created)))
+                result.card_created_ms.append(created)
+                result.seen_pairs.append((alert.key, user))
+                result.seen_expiry_ms.append(expiry)
             yield result
 
     async def _card(
@@ -133,9 +152,20 @@ class Matcher:
             if not is_new:
                 result.duplicates += 1
                 continue
-            result.cards.append(interstitial(alert, sighting.user_id, sighting.ts))
-            result.seen_pairs.append((alert.key, sighting.user_id))
+            user = sighting.user_id
+            result.cards.append((user.encode(), self._template(alert).encode(user, sighting.ts)))
+            result.card_created_ms.append(sighting.ts)
+            result.seen_pairs.append((alert.key, user))
             result.seen_expiry_ms.append(card_expiry_ms(alert, sighting.ts))
+
+    def _template(self, alert: ActiveAlert) -> CardTemplate:
+        key = (alert.key, alert.version)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) > 1024:  # bounded: a few alerts are active at a time
+                self._templates.clear()
+            template = self._templates[key] = CardTemplate(alert)
+        return template
 
     async def confirm(self, result: MatchResult) -> None:
         """Record the result's cards as delivered. Call only after the broker acknowledged them."""

@@ -1,90 +1,121 @@
-"""``alertfeed demo``: the whole pipeline on a sample, against running Kafka and Redis.
+"""``alertfeed demo``: the whole pipeline on a simulated scenario, against running Kafka and
+Redis.
 
-Starts a worker process, publishes an AMBER Alert for an area of Austin, TX and a crowd
-of synthetic users walking around it, then reports who got the card.
+1. ``simulate`` writes ten minutes of a synthetic city scenario: a crowd of users moving
+   around real US cities (some never moving) and AMBER Alerts issued, grown by an Update
+   and cancelled, as CAP XML.
+2. A real worker process is started, and the log is replayed to the live topics at 40x,
+   keeping its order and relative timing.
+3. The same log goes through the offline replay (the worker's own code in one process).
+4. The demo reports what happened live, and whether the live pipeline and the offline
+   replay agree on who got which card.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
-from shapely.geometry import Point
-from shapely.geometry import Polygon as ShapelyPolygon
 
-from pipeline.adapters.kafka_tools import DeliveryProducer, ensure_topics
-from pipeline.settings import Settings
+from pipeline.adapters.eventlog import read_log
+from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.entrypoints.replay import replay_live, replay_offline
+from pipeline.entrypoints.simulate import simulate_to
+from pipeline.settings import PolicySettings, Settings
 
 DEMO_SENDER = "amber@demo.alertfeed.example"
-# A concave area around central Austin, TX, as (lat, lon).
-AREA = [
-    (30.20, -97.82),
-    (30.21, -97.70),
-    (30.30, -97.66),
-    (30.26, -97.74),
-    (30.34, -97.80),
-    (30.20, -97.82),
-]
-
-
-def demo_alert(sent: datetime) -> dict[str, Any]:
-    iso = "%Y-%m-%dT%H:%M:%SZ"
-    return {
-        "id": f"DEMO-AMBER-{sent.strftime('%Y%m%d%H%M%S')}",
-        "sender": DEMO_SENDER,
-        "sent": sent.strftime(iso),
-        "status": "Actual",
-        "msg_type": "Alert",
-        "expires": (sent + timedelta(hours=4)).strftime(iso),
-        "event": "Child Abduction Emergency",
-        "event_codes": [{"name": "SAME", "value": "CAE"}],
-        "severity": "Severe",
-        "urgency": "Immediate",
-        "headline": "AMBER Alert: Austin, TX - silver Honda Civic, TX plate DEMO123",
-        "description": "Demo Child, 7, last seen near Zilker Park wearing a pink jacket.",
-        "instruction": "If you see the child or the vehicle, call 911.",
-        "web": "https://www.missingkids.org/",
-        "sender_name": "alertfeed demo",
-        "child": {"name": "Demo Child", "age": "7", "hair": "Brown"},
-        "vehicle": {
-            "make": "Honda",
-            "model": "Civic",
-            "color": "Silver",
-            "license_plate": "DEMO123",
-        },
-        "areas": [{"description": "Central Austin", "polygons": [[list(p) for p in AREA]]}],
-    }
+DURATION_S = 600.0
+SPEED = 40.0
 
 
 def run_demo(settings: Settings, *, users: int, seed: int) -> int:
     ensure_topics(settings)
-    settings = settings.model_copy(update={"app_id": f"alertfeed-demo-{int(time.time())}"})
-    worker = _start_worker(settings)
-    try:
-        return _demo(settings, users, seed)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        print("worker stopped")
+    policy = PolicySettings(
+        allowed_senders=[*settings.policy.allowed_senders, DEMO_SENDER],
+        test_users=settings.policy.test_users,
+    )
+    settings = settings.model_copy(
+        update={"app_id": f"alertfeed-demo-{int(time.time())}", "policy": policy}
+    )
+    with tempfile.TemporaryDirectory(prefix="alertfeed-demo-") as tmp:
+        log = Path(tmp) / "scenario.jsonl.gz"
+        # The scenario ends now: every location is in the past and within the freshness
+        # window, as a live feed's would be.
+        start_ms = time.time_ns() // 1_000_000 - int(DURATION_S * 1000)
+        sim = simulate_to(log, users, DURATION_S, 2, seed, start_ms, DEMO_SENDER, report_every_s=60)
+        print(
+            f"simulated {DURATION_S / 60:.0f} minutes: {users} users, "
+            f"{sim.locations} location events, {sim.alert_messages} CAP alert messages"
+        )
+        expected = _offline_pairs(settings, log, Path(tmp) / "offline.jsonl")
+        worker = _start_worker(settings)
+        try:
+            live = replay_live(settings, log, speed=SPEED, progress=False)
+            print(
+                f"replayed {live.sent} events to the live topics at {SPEED:.0f}x "
+                f"in {live.duration_s:.1f} s"
+            )
+            run = f"SIM-{start_ms // 1000}-{seed}-"  # the alert ids of this run's scenario
+            cards = _collect(settings, settings.topics.interstitials, run, len(expected))
+            lifecycle = _collect(settings, settings.topics.lifecycle, run, 0, quiet_s=2)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+            print("worker stopped")
+    return _report(cards, lifecycle, expected)
+
+
+def _offline_pairs(settings: Settings, log: Path, out: Path) -> set[tuple[str, str]]:
+    replay_offline(settings, log, out)
+    cards = (orjson.loads(r.value) for r in read_log(out) if r.topic == "interstitials" and r.value)
+    return {(card["user_id"], card["alert_id"]) for card in cards}
+
+
+def _report(
+    cards: list[dict[str, Any]], lifecycle: list[dict[str, Any]], expected: set[tuple[str, str]]
+) -> int:
+    states = Counter(e["state"] for e in lifecycle)
+    print("alert lifecycle: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    per_pair = Counter((c["user_id"], c["alert_id"]) for c in cards)
+    users = {u for u, _ in per_pair}
+    print(
+        f"interstitials emitted live: {len(cards)} to {len(users)} users "
+        f"(most cards for one (user, alert): {max(per_pair.values(), default=0)})"
+    )
+    live = set(per_pair)
+    agree = len(live & expected)
+    print(
+        f"offline replay of the same log expects {len(expected)} (user, alert) pairs; "
+        f"live and offline agree on {agree}, live only {len(live - expected)}, "
+        f"offline only {len(expected - live)}"
+    )
+    print(
+        f"  (offline follows event time exactly; live at {SPEED:.0f}x, later locations are "
+        "matched while an Update or Cancel is still being applied)"
+    )
+    for card in cards[:3]:
+        print(
+            f"  sample: event_id={card['event_id']} priority={card['priority']} "
+            f"headline={card['card']['headline']!r}"
+        )
+    return 0 if cards and max(per_pair.values()) == 1 else 1
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["ALERTFEED_APP_ID"] = settings.app_id
-    env["ALERTFEED_POLICY__ALLOWED_SENDERS"] = json.dumps(
-        [*settings.policy.allowed_senders, DEMO_SENDER]
-    )
+    env["ALERTFEED_POLICY__ALLOWED_SENDERS"] = json.dumps(settings.policy.allowed_senders)
     env["ALERTFEED_LOG_LEVEL"] = "WARNING"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.entrypoints.cli", "worker"],
@@ -107,63 +138,17 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     raise SystemExit("worker not ready within 90 s")
 
 
-def _demo(settings: Settings, users: int, seed: int) -> int:
-    topics = settings.topics
-    producer = DeliveryProducer(settings)
-    alert = demo_alert(datetime.now(UTC))
-    producer.send(topics.alerts, orjson.dumps(alert), key=alert["id"].encode())
-    producer.flush()
-    print(f"published alert {alert['id']}: {alert['headline']}")
-
-    rng = random.Random(seed)
-    shape = ShapelyPolygon([(lon, lat) for lat, lon in AREA])
-    min_lon, min_lat, max_lon, max_lat = shape.bounds
-    inside: set[str] = set()
-    now = time.time_ns() // 1_000_000
-    walkers = [
-        (
-            f"demo-user-{i:05d}",
-            rng.uniform(min_lat - 0.04, max_lat + 0.04),
-            rng.uniform(min_lon - 0.04, max_lon + 0.04),
-        )
-        for i in range(users)
-    ]
-    for step in range(3):  # three pings each, walking ~100 m between them
-        for i, (user, lat0, lon0) in enumerate(walkers):
-            lat, lon = lat0 + rng.gauss(0, 0.001), lon0 + rng.gauss(0, 0.001)
-            walkers[i] = (user, lat, lon)
-            if shape.contains(Point(lon, lat)):
-                inside.add(user)
-            event = {"user_id": user, "lat": lat, "lon": lon, "ts": now + step * 1000}
-            producer.send(topics.locations, orjson.dumps(event), key=user.encode())
-        producer.flush()
-    print(
-        f"published {3 * users} location events from {users} users; "
-        f"{len(inside)} were inside the area"
-    )
-
-    cards = _collect_cards(settings, alert_id=alert["id"], expected=len(inside))
-    per_user = Counter(c["user_id"] for c in cards)
-    print(
-        f"interstitials emitted: {len(cards)} to {len(per_user)} users "
-        f"(max per user: {max(per_user.values(), default=0)})"
-    )
-    missed = inside - set(per_user)
-    print(
-        f"users inside without a card: {len(missed)}; cards to users never inside: "
-        f"{len(set(per_user) - inside)} (within one ~75 m cell of the edge)"
-    )
-    for card in cards[:3]:
-        print(
-            f"  sample: user={card['user_id']} event_id={card['event_id']} "
-            f"priority={card['priority']} headline={card['card']['headline']!r}"
-        )
-    return 0 if not missed else 1
-
-
-def _collect_cards(
-    settings: Settings, *, alert_id: str, expected: int, timeout_s: float = 60.0
+def _collect(
+    settings: Settings,
+    topic: str,
+    alert_prefix: str,
+    expected: int,
+    *,
+    timeout_s: float = 60.0,
+    quiet_s: float = 4.0,
 ) -> list[dict[str, Any]]:
+    """Records on ``topic`` of the alerts whose id starts with ``alert_prefix``: until
+    ``expected`` arrived and nothing new came for ``quiet_s``, or ``timeout_s``."""
     consumer = Consumer(
         {
             **settings.kafka.confluent_config(),
@@ -172,21 +157,21 @@ def _collect_cards(
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([settings.topics.interstitials])
-    cards: list[dict[str, Any]] = []
+    consumer.subscribe([topic])
+    found: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
+    last = time.monotonic()
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.3)
             if msg is None or msg.error():
-                if len(cards) >= expected and time.monotonic() - quiet_since > 3:
+                if len(found) >= expected and time.monotonic() - last > quiet_s:
                     break
                 continue
-            card = orjson.loads(msg.value() or b"null")
-            if card["alert_id"] == alert_id:
-                cards.append(card)
-                quiet_since = time.monotonic()
+            record = orjson.loads(msg.value() or b"null")
+            if isinstance(record, dict) and str(record.get("alert_id")).startswith(alert_prefix):
+                found.append(record)
+                last = time.monotonic()
     finally:
         consumer.close()
-    return cards
+    return found

@@ -69,7 +69,7 @@ def run(matcher: Matcher, events: list[RawEvent]) -> list[str]:
     async def go() -> list[str]:
         result = await matcher.match(events)
         await matcher.confirm(result)
-        return [c["user_id"] for c in result.cards]
+        return [orjson.loads(v)["user_id"] for _, v in result.cards]
 
     return asyncio.run(go())
 
@@ -99,7 +99,7 @@ def test_bad_event_is_dead_lettered_and_the_rest_still_match() -> None:
 
     async def go() -> tuple[list[str], list[dict[str, object]]]:
         result = await m.match([bad, raw("u1", *AUSTIN)])
-        return [c["user_id"] for c in result.cards], result.dead_letters
+        return [orjson.loads(v)["user_id"] for _, v in result.cards], result.dead_letters
 
     cards, dead = asyncio.run(go())
     assert cards == ["u1"]
@@ -134,7 +134,7 @@ def test_fan_out_cards_present_users_inside_and_only_once() -> None:
         users = []
         async for result in m.fan_out(issued, area()):
             await m.confirm(result)
-            users += [c["user_id"] for c in result.cards]
+            users += [orjson.loads(v)["user_id"] for _, v in result.cards]
         return sorted(users)
 
     assert asyncio.run(fan_out()) == ["home"]
