@@ -278,3 +278,25 @@ def test_test_alert_reaches_only_test_users_and_unknown_sender_is_rejected(
     produce_json(s, s.topics.locations, [loc("public", IN_SMALL), loc(TEST_USERS[0], IN_SMALL)])
     found = cards(s, 1, settle_s=4)
     assert [(c["user_id"], c["status"]) for c in found] == [(TEST_USERS[0], "Test")]
+
+
+def test_fan_out_racing_the_same_users_locations_cards_each_user_once(
+    worker_settings: Settings, start_worker: StartWorker
+) -> None:
+    s = worker_settings
+    start_worker(s)
+    crowd = [
+        loc(f"r{i:05d}", (30.205 + (i % 100) * 0.0013, -97.845 + (i // 100) * 0.0038))
+        for i in range(5000)
+    ]
+    produce_json(s, s.topics.locations, crowd)
+    time.sleep(3)  # all present; no alert yet
+    publish_alerts(s, make_alert_json(polygons=[BIG], sender=TEST_SENDER))
+    # While the fan-out runs, every user keeps reporting.
+    for _ in range(6):
+        produce_json(s, s.topics.locations, [loc(u, (v["lat"], v["lon"])) for u, v in crowd[::3]])
+        time.sleep(0.2)
+    found = cards(s, len(crowd), settle_s=5, timeout_s=120)
+    per_user = Counter(c["user_id"] for c in found)
+    assert set(per_user) == {u for u, _ in crowd}
+    assert max(per_user.values()) == 1, "a user got two cards"
