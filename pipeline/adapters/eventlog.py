@@ -24,8 +24,10 @@ and ``"headers_encoding": "base64"``; if a name repeats, headers are an array of
 Files are ``.jsonl``, ``.jsonl.gz`` or ``.jsonl.zst``, chosen by suffix. Compressed output
 is deterministic too: the gzip header carries no name and no mtime.
 
-Time shifting (:func:`retime_record`) also lives here because it rewrites logged records:
-it moves the record's ``ts`` and the times inside alerts and locations by one offset.
+Records come back in file order (:func:`read_log`) or in event-time order
+(:func:`in_event_time_order`, built on :mod:`pipeline.adapters.eventorder`, whose rows
+serve hot loops such as the offline replay). :func:`retime_record` moves a record in time;
+the times inside values are moved by :mod:`pipeline.domain.retime`.
 """
 
 from __future__ import annotations
@@ -33,21 +35,19 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import heapq
-import io
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import zstandard
 
+from pipeline.domain.retime import retime_value
 from pipeline.errors import MalformedEvent
 
 LOGICAL_TOPICS = ("alerts", "locations", "interstitials", "lifecycle", "dlq")
@@ -286,24 +286,46 @@ class EventLogWriter:
         self.close()
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
-    """The non-blank lines of a log file, decompressed, newline stripped."""
+_BLOCK_BYTES = 1 << 20
+
+
+def text_blocks(path: str | os.PathLike[str], start: int = 0) -> Iterator[bytes]:
+    """The decompressed file from byte ``start`` on (0, or the offset of a newline), in
+    blocks of whole lines, each line after a newline: a block is ``b"\n"`` and its lines
+    joined by newlines. The lengths of the blocks add up to one more than the bytes read."""
     p = Path(path)
     with ExitStack() as stack:
         raw = stack.enter_context(open(p, "rb"))
         kind = _compression(p)
-        stream: Iterable[bytes]
+        stream: _ByteSource = raw
         if kind == "gz":
-            gz = gzip.GzipFile(fileobj=raw, mode="rb")
-            stack.callback(gz.close)
-            stream = gz
+            stream = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
         elif kind == "zst":
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            stream = stack.enter_context(io.BufferedReader(reader, buffer_size=1 << 20))
-        else:
-            stream = raw
-        for raw_line in stream:
-            line = raw_line.rstrip(b"\r\n")
+            stream = stack.enter_context(reader)
+        rest = b"\n" if start == 0 else b""
+        while start > 0 and (data := stream.read(min(start, _BLOCK_BYTES))):
+            start -= len(data)
+        while data := stream.read(_BLOCK_BYTES):
+            end = data.rfind(b"\n")
+            if end < 0:
+                rest += data
+                continue
+            yield rest + memoryview(data)[:end]
+            rest = data[end:]
+        if len(rest) > 1:
+            yield rest
+
+
+class _ByteSource(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The non-blank lines of a log file, decompressed, newline stripped."""
+    for block in text_blocks(path):
+        for raw_line in block.split(b"\n"):
+            line = raw_line.rstrip(b"\r")
             if line.strip():
                 yield line
 
@@ -323,24 +345,6 @@ def write_log(path: str | os.PathLike[str], records: Iterable[LoggedRecord]) -> 
 
 
 # -- event-time order -------------------------------------------------------------------------
-def topic_rank(topic: str) -> int:
-    """Alerts sort before everything else at equal ``ts``: an alert and a location of the
-    same millisecond are taken as alert first."""
-    return 0 if topic == "alerts" else 1
-
-
-_HEAD = re.compile(rb'^\{"topic":"([^"\\]+)","ts":(-?\d+)[,}]')
-
-
-def _sort_head(line: bytes, number: int) -> tuple[str, int]:
-    """``(topic, ts)`` of a line: a regex for the layout this module writes, else a parse."""
-    match = _HEAD.match(line)
-    if match:
-        return match.group(1).decode(), int(match.group(2))
-    record = decode_record(line, number)
-    return record.topic, record.ts
-
-
 @dataclass(frozen=True, slots=True)
 class Sequenced:
     """A record and its 0-based position among the non-blank lines of its file."""
@@ -356,145 +360,15 @@ def in_event_time_order(
     chunk_records: int = 250_000,
 ) -> Iterator[Sequenced]:
     """The records whose topic ``keep`` accepts, ordered by (ts, alerts first, file position).
+    See :func:`pipeline.adapters.eventorder.event_time_rows`, which this wraps."""
+    from pipeline.adapters.eventorder import event_time_rows  # it reads with this module
 
-    A first pass checks whether the file is already in that order (simulated logs are), and
-    then streams it; otherwise the lines are sorted in chunks of ``chunk_records`` spilled to
-    temporary files and merged, so memory stays bounded for any log size. Deterministic.
-    """
-    last = (-(2**63), 0)
-    ordered = True
-    for number, line in enumerate(read_lines(path), 1):
-        topic, ts = _sort_head(line, number)
-        if not keep(topic):
-            continue
-        head = (ts, topic_rank(topic))
-        if head < last:
-            ordered = False
-            break
-        last = head
-    if ordered:
-        for seq, line in enumerate(read_lines(path)):
-            record = decode_record(line, seq + 1)
-            if keep(record.topic):
-                yield Sequenced(seq, record)
-        return
-    yield from _external_sort(path, keep, chunk_records)
-
-
-def _external_sort(
-    path: str | os.PathLike[str], keep: Callable[[str], bool], chunk_records: int
-) -> Iterator[Sequenced]:
-    SortKey = tuple[int, int, int]
-    chunk: list[tuple[SortKey, bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="alertfeed-sort-") as tmp:
-        spills: list[Path] = []
-
-        def spill() -> None:
-            chunk.sort(key=lambda item: item[0])
-            spill_path = Path(tmp) / f"run-{len(spills)}.txt"
-            with open(spill_path, "wb") as out:
-                for (ts, rank, seq), line in chunk:
-                    out.write(b"%d %d %d %s\n" % (ts, rank, seq, line))
-            spills.append(spill_path)
-            chunk.clear()
-
-        for seq, line in enumerate(read_lines(path)):
-            topic, ts = _sort_head(line, seq + 1)
-            if keep(topic):
-                chunk.append(((ts, topic_rank(topic), seq), line))
-                if len(chunk) >= chunk_records:
-                    spill()
-        if not spills:
-            chunk.sort(key=lambda item: item[0])
-            for (_, _, seq), line in chunk:
-                yield Sequenced(seq, decode_record(line, seq + 1))
-            return
-        if chunk:
-            spill()
-
-        def run(spill_path: Path) -> Iterator[tuple[SortKey, bytes]]:
-            with open(spill_path, "rb") as spilled:
-                for entry in spilled:
-                    ts_text, rank_text, seq_text, line = entry.rstrip(b"\n").split(b" ", 3)
-                    yield (int(ts_text), int(rank_text), int(seq_text)), line
-
-        for (_, _, seq), line in heapq.merge(*(run(p) for p in spills), key=lambda i: i[0]):
-            yield Sequenced(seq, decode_record(line, seq + 1))
+    rows = event_time_rows(path, keep=keep, chunk_records=chunk_records)
+    for seq, topic, ts, key, value, headers, partition, offset in rows:
+        yield Sequenced(seq, LoggedRecord(topic, ts, key, value, headers, partition, offset))
 
 
 # -- retiming ---------------------------------------------------------------------------------
-_CAP_TIME = re.compile(
-    rb"<((?:[A-Za-z_][\w.-]*:)?)(sent|effective|onset|expires)>\s*([^<]*?)\s*</\1\2>"
-)
-_CAP_REFERENCES = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)references>([^<]*)</\1references>")
-_JSON_ALERT_TIMES = ("sent", "effective", "onset", "expires")
-_NWS_TIMES = ("sent", "effective", "onset", "expires", "ends")
-
-
-def shift_iso(text: str, delta_ms: int) -> str:
-    """``text`` (ISO-8601 with an offset) moved by ``delta_ms``, in the same style: same
-    offset, ``Z`` or ``-00:00`` kept, fractional seconds only if it had them. Text that is
-    not such a timestamp comes back unchanged."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return text
-    if moment.tzinfo is None:
-        return text
-    shifted = moment + timedelta(milliseconds=delta_ms)
-    out = shifted.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    stripped = text.strip()
-    if stripped.endswith(("Z", "z")):
-        out = out.removesuffix("+00:00") + "Z"
-    elif stripped.endswith("-00:00"):
-        out = out.removesuffix("+00:00") + "-00:00"
-    return out
-
-
-def retime_value(topic: str, value: bytes, delta_ms: int) -> bytes:
-    """``value`` of logical ``topic`` with the times inside moved by ``delta_ms``.
-
-    * locations: ``ts``;
-    * alerts, CAP XML: ``sent``, ``effective``, ``onset``, ``expires`` (any namespace prefix,
-      Atom-embedded alerts too) and the ``sent`` part of ``references``;
-    * alerts, alert JSON: ``sent``, ``effective``, ``onset``, ``expires``, ``references[].sent``;
-    * alerts, NWS GeoJSON / JSON-LD: ``sent``, ``effective``, ``onset``, ``expires``, ``ends``
-      and ``references[].sent`` of every feature's properties (or ``@graph`` item).
-
-    Anything else (other topics, values that do not parse) comes back unchanged. JSON values
-    that change are re-serialised compactly.
-    """
-    if topic == "locations":
-        obj = _json_object(value)
-        ts = obj.get("ts") if obj is not None else None
-        if obj is None or isinstance(ts, bool) or not isinstance(ts, int):
-            return value
-        obj["ts"] = ts + delta_ms
-        return orjson.dumps(obj)
-    if topic != "alerts":
-        return value
-    if value.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        return _retime_cap(value, delta_ms)
-    obj = _json_object(value)
-    if obj is None:
-        return value
-    nws = obj.get("type") in ("Feature", "FeatureCollection") or "features" in obj
-    if nws:
-        features = obj.get("features") if "features" in obj else [obj]
-        for feature in features if isinstance(features, list) else []:
-            if isinstance(feature, dict) and isinstance(feature.get("properties"), dict):
-                _shift_fields(feature["properties"], _NWS_TIMES, delta_ms)
-    elif "@graph" in obj:
-        for item in obj["@graph"] if isinstance(obj["@graph"], list) else []:
-            if isinstance(item, dict):
-                _shift_fields(item, _NWS_TIMES, delta_ms)
-    elif obj.get("@type") == "wx:Alert":
-        _shift_fields(obj, _NWS_TIMES, delta_ms)
-    else:
-        _shift_fields(obj, _JSON_ALERT_TIMES, delta_ms)
-    return orjson.dumps(obj)
-
-
 def retime_record(record: LoggedRecord, delta_ms: int, logical_topic: str) -> LoggedRecord:
     """``record`` moved by ``delta_ms``: its ``ts`` and, per :func:`retime_value`, the times
     inside it. ``logical_topic`` says how to read the value."""
@@ -502,50 +376,6 @@ def retime_record(record: LoggedRecord, delta_ms: int, logical_topic: str) -> Lo
     if value is not None:
         value = retime_value(logical_topic, value, delta_ms)
     return replace(record, ts=record.ts + delta_ms, value=value)
-
-
-def _json_object(value: bytes) -> dict[str, Any] | None:
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _shift_fields(obj: dict[str, Any], names: Iterable[str], delta_ms: int) -> None:
-    for name in names:
-        if isinstance(obj.get(name), str):
-            obj[name] = shift_iso(obj[name], delta_ms)
-    references = obj.get("references")
-    if isinstance(references, list):
-        for reference in references:
-            if isinstance(reference, dict) and isinstance(reference.get("sent"), str):
-                reference["sent"] = shift_iso(reference["sent"], delta_ms)
-
-
-def _retime_cap(value: bytes, delta_ms: int) -> bytes:
-    def one_time(match: re.Match[bytes]) -> bytes:
-        prefix, name, text = match.group(1), match.group(2), match.group(3)
-        if not text.isascii():
-            return match.group(0)
-        shifted = shift_iso(text.decode("ascii"), delta_ms).encode("ascii")
-        return b"<%s%s>%s</%s%s>" % (prefix, name, shifted, prefix, name)
-
-    def references(match: re.Match[bytes]) -> bytes:
-        prefix, raw = match.group(1), match.group(2)
-        if not raw.isascii():
-            return match.group(0)
-        body = raw.decode("ascii")
-        shifted = []
-        for token in body.split():
-            parts = token.split(",")
-            if len(parts) == 3:
-                parts[2] = shift_iso(parts[2], delta_ms)
-            shifted.append(",".join(parts))
-        joined = " ".join(shifted).encode("ascii")
-        return b"<%sreferences>%s</%sreferences>" % (prefix, joined, prefix)
-
-    return _CAP_REFERENCES.sub(references, _CAP_TIME.sub(one_time, value))
 
 
 # -- topic names ------------------------------------------------------------------------------

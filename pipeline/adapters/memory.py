@@ -6,13 +6,22 @@ against both), for the offline replay and for pure unit tests. Single-process on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import operator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import compress, islice, repeat
 
 import h3.api.basic_int as h3i
 
 from pipeline.domain.cards import ActiveAlert
 from pipeline.domain.models import Sighting
-from pipeline.domain.presence import latest_per_user, plan_buckets, within
+from pipeline.domain.presence import (
+    BUCKET_RESOLUTION,
+    BucketPlan,
+    latest_per_user,
+    plan_buckets,
+    within,
+)
 from pipeline.errors import IndexNotBuilt
 
 
@@ -26,11 +35,13 @@ class MemoryCellIndex:
         self._levels: dict[int, int] = {}
         self._tombs: dict[str, int] = {}
         self._built = built
+        self._probe: _Probe | None = None  # rebuilt lazily after the cover changes
 
     async def put_alert(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
         if any(h3i.get_resolution(c) > self._resolution for c in cells):
             raise ValueError(f"cover has cells finer than the index resolution {self._resolution}")
         self._drop(alert.key)
+        self._probe = None
         self._alerts[alert.key] = alert
         self._covers[alert.key] = cells
         for cell in cells:
@@ -45,6 +56,7 @@ class MemoryCellIndex:
         return self._drop(key)
 
     def _drop(self, key: str) -> bool:
+        self._probe = None
         existed = self._alerts.pop(key, None) is not None
         for cell in self._covers.pop(key, frozenset()):
             keys = self._cells.get(cell)
@@ -79,26 +91,65 @@ class MemoryCellIndex:
     async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
         if not self._built:
             raise IndexNotBuilt("the in-process index was flushed")
-        res = self._resolution
+        if not self._cells:
+            return [[] for _ in cells]
+        probe = self._probe or self._make_probe()
         index = self._cells
-        levels = sorted(r for r, n in self._levels.items() if n)
-        out: list[list[ActiveAlert]] = []
-        for cell in cells:
+        out: list[list[ActiveAlert]] = [[] for _ in cells]
+        # Most cells lie under nothing indexed, not even near: find the others in C.
+        near = map(
+            probe.occupied.__contains__,
+            map(operator.or_, map(operator.and_, cells, repeat(probe.mask)), repeat(probe.bits)),
+        )
+        for i in compress(range(len(cells)), near):
+            cell = cells[i]
             keys: set[str] | None = None
-            for r in levels:
-                hit = index.get(cell if r == res else _parent(cell, r))
+            for mask, bits in probe.levels:
+                hit = index.get((cell & mask) | bits)
                 if hit:
                     keys = set(hit) if keys is None else keys | hit
-            out.append([self._alerts[k] for k in sorted(keys)] if keys else [])
+            if keys:
+                out[i] = [self._alerts[k] for k in sorted(keys)]
         return out
 
+    def _make_probe(self) -> _Probe:
+        levels = sorted(r for r, n in self._levels.items() if n)
+        # At the index resolution a cell is looked up as it is: (cell & -1) | 0.
+        pairs = tuple((-1, 0) if r == self._resolution else _parent_of(r) for r in levels)
+        mask, bits = pairs[0]
+        self._probe = _Probe(
+            mask=mask,
+            bits=bits,
+            occupied=frozenset((c & mask) | bits for c in self._cells),
+            levels=pairs,
+        )
+        return self._probe
 
-def _parent(cell: int, resolution: int) -> int:
-    """``h3.cell_to_parent`` for a valid cell at least as fine as ``resolution``, by the bit
-    layout of H3 indexes (resolution in bits 52-55, then 3 bits per digit, unused digits
-    all ones): about five times faster than the checked library call on this hot path."""
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """How :meth:`MemoryCellIndex.alerts_at` looks a cell up, derived from the cover.
+
+    A cell's parent at resolution r is ``(cell & mask) | bits`` with ``(mask, bits)`` from
+    :func:`_parent_of`. ``levels`` has one pair per resolution that has indexed cells, the
+    coarsest first; ``mask`` and ``bits`` are its pair, and ``occupied`` holds the parents
+    there of every indexed cell: a cell whose parent there is not in it lies under no
+    indexed cell.
+    """
+
+    mask: int
+    bits: int
+    occupied: frozenset[int]
+    levels: tuple[tuple[int, int], ...]
+
+
+def _parent_of(resolution: int) -> tuple[int, int]:
+    """``(mask, bits)`` such that ``(cell & mask) | bits`` is ``h3.cell_to_parent(cell,
+    resolution)`` for a valid cell at least as fine as ``resolution``, by the bit layout of
+    H3 indexes (resolution in bits 52-55, then 3 bits per digit, unused digits all ones):
+    several times faster than the checked library call on this hot path."""
     unused = (1 << (3 * (15 - resolution))) - 1
-    return (cell & ~(0xF << 52)) | (resolution << 52) | unused
+    return ~(0xF << 52), (resolution << 52) | unused
 
 
 class MemoryDedupStore:
@@ -130,22 +181,55 @@ class MemoryPresenceStore:
         self._latest: dict[str, Sighting] = {}
 
     async def record(self, sightings: Sequence[Sighting]) -> None:
-        for s in latest_per_user(sightings):
-            self._latest[s.user_id] = s
+        times = list(map(_ts, sightings))
+        if not any(map(operator.gt, times, islice(times, 1, None))):
+            # Times never go back within the batch (the usual case), so each user's last
+            # sighting is its newest: latest_per_user's answer, found in C.
+            self._latest.update(zip(map(_user_id, sightings), sightings, strict=True))
+            return
+        newest = latest_per_user(sightings)
+        self._latest.update(zip(map(_user_id, newest), newest, strict=True))
 
     async def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
     ) -> AsyncIterator[list[Sighting]]:
         plan = plan_buckets(cover)
-        found = [
-            s for _, s in sorted(self._latest.items()) if s.ts >= since_ms and within(plan, s.cell)
-        ]
+        found = [s for _, s in sorted(self._present(plan, since_ms))]
         for start in range(0, len(found), chunk):
             yield found[start : start + chunk]
 
+    def _present(self, plan: BucketPlan, since_ms: int) -> Iterator[tuple[str, Sighting]]:
+        """The users fresh since ``since_ms`` and :func:`within` the plan, in any order."""
+        sightings = list(self._latest.values())
+        cells = list(map(_cell, sightings))
+        fresh = map(operator.le, repeat(since_ms), map(_ts, sightings))
+        # Most users are far from the cover: their bucket, found in bits (C loops), is not
+        # one of the plan's. Only cells coarser than a bucket need within() to tell.
+        mask, bits = _parent_of(BUCKET_RESOLUTION)
+        buckets = plan.whole | plan.partial.keys()
+        near = map(
+            buckets.__contains__,
+            map(operator.or_, map(operator.and_, cells, repeat(mask)), repeat(bits)),
+        )
+        levels = map(operator.and_, map(operator.rshift, cells, repeat(52)), repeat(0xF))
+        coarse = map(operator.lt, levels, repeat(BUCKET_RESOLUTION))
+        maybe = map(operator.and_, fresh, map(operator.or_, near, coarse))
+        for user, s in compress(self._latest.items(), maybe):
+            if within(plan, s.cell):
+                yield user, s
+
     def forget_before(self, now_ms: int) -> int:
         """Drop users not sighted within the window before ``now_ms`` (bounded memory)."""
-        stale = [u for u, s in self._latest.items() if s.ts + self._window_ms <= now_ms]
+        # A scan of every user, in C: ts <= now_ms - window.
+        sighted = map(_ts, self._latest.values())
+        stale = list(
+            compress(self._latest, map(operator.ge, repeat(now_ms - self._window_ms), sighted))
+        )
         for user in stale:
             del self._latest[user]
         return len(stale)
+
+
+_user_id = operator.attrgetter("user_id")
+_ts = operator.attrgetter("ts")
+_cell = operator.attrgetter("cell")

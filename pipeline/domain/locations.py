@@ -23,6 +23,14 @@ from pipeline.errors import MalformedEvent
 _REQUIRED = ("user_id", "lat", "lon", "ts")
 # Anything below this is seconds or garbage, not epoch ms (it is 2001-09-09 in ms).
 _MIN_TS_MS = 1_000_000_000_000
+_INF = math.inf
+
+# Location is frozen, so its __init__ sets every field through object.__setattr__; on the
+# matcher's hot path it is built by the slots' own descriptors instead (the same object).
+_new = object.__new__
+_set_user_id, _set_lat, _set_lon, _set_ts, _set_accuracy = (
+    Location.__dict__[name].__set__ for name in Location.__slots__
+)
 
 
 def parse_location(data: bytes, *, now_ms: int, max_future_skew_ms: int) -> Location:
@@ -31,8 +39,31 @@ def parse_location(data: bytes, *, now_ms: int, max_future_skew_ms: int) -> Loca
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent(f"location is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise MalformedEvent(f"location must be a JSON object, not {type(obj).__name__}")
+    # The common case first, by exact types: every event it accepts, location_from_json
+    # accepts too and reads the same way (a float within bounds is finite; orjson gives no
+    # bool for a float). Anything else, valid or not, takes the general path.
+    user_id, lat, lon, ts = obj.get("user_id"), obj.get("lat"), obj.get("lon"), obj.get("ts")
+    accuracy = obj.get("accuracy_m")
+    if (
+        type(user_id) is str
+        and user_id
+        and type(lat) is float
+        and -90.0 <= lat <= 90.0
+        and type(lon) is float
+        and -180.0 <= lon <= 180.0
+        and type(ts) is int
+        and _MIN_TS_MS <= ts <= now_ms + max_future_skew_ms
+        and (accuracy is None or (type(accuracy) is float and 0.0 <= accuracy < _INF))
+    ):
+        location = _new(Location)
+        _set_user_id(location, user_id)
+        _set_lat(location, lat)
+        _set_lon(location, lon)
+        _set_ts(location, ts)
+        _set_accuracy(location, accuracy)
+        return location
     return location_from_json(obj, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
 
 

@@ -19,11 +19,10 @@ from pipeline.adapters.eventlog import (
     parse_duration_ms,
     parse_when,
     read_log,
-    retime_value,
-    shift_iso,
     write_log,
 )
 from pipeline.domain.cap import parse_cap
+from pipeline.domain.retime import retime_value, shift_iso
 from pipeline.errors import MalformedEvent
 from tests.support.schemas import assert_valid
 
@@ -149,6 +148,101 @@ def test_event_time_order_is_by_ts_then_alerts_first_then_file_order(
     ordered = list(in_event_time_order(path, keep=lambda t: t != "lifecycle", chunk_records=chunk))
     assert [s.record.key for s in ordered] == [b"alert", b"first-location", b"x", b"y", b"late"]
     assert [s.seq for s in ordered] == [2, 1, 3, 4, 0]
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+# Mostly numbers as apps write them (a few decimals), which the fast reading takes apart.
+coordinates = st.one_of(
+    st.integers(-18_000_000, 18_000_000).map(lambda n: n / 100_000),
+    finite,
+    st.integers(-200, 200),
+    st.sampled_from([-0.0, 0.0, 1e-5, 1e-6, 0.000015, 123456.5, 1234567.5, 1e16]),
+)
+location_values = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "user_id": st.one_of(st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True), st.text()),
+            "lat": coordinates,
+            "lon": coordinates,
+            "ts": st.one_of(st.integers(1, 2**62), st.integers(-(2**63), 2**63 - 1)),
+        },
+        optional={"accuracy_m": st.one_of(st.none(), coordinates)},
+    ),
+    st.dictionaries(st.sampled_from(["user_id", "lat", "ts", "x"]), st.integers(0, 2**64 - 1)),
+)
+
+
+@given(
+    values=st.lists(location_values, min_size=1, max_size=30),
+    keys=st.lists(st.one_of(st.none(), st.binary(max_size=6)), min_size=30, max_size=30),
+    spaced=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_fast_reading_of_locations_gives_what_decoding_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    values: list[dict[str, object]],
+    keys: list[bytes | None],
+    spaced: bool,
+) -> None:
+    """Location lines are cut apart without decoding them when their layout allows: the
+    records must be exactly those decode_record reads, whatever the numbers and strings."""
+    lines = [
+        encode_record(make_record(orjson.dumps(value), key=key, ts=1795400000000 + i))
+        for i, (value, key) in enumerate(zip(values, keys, strict=False))
+    ]
+    if spaced:  # a hand-written layout, and a blank line and a CRLF line among them
+        lines[0] = orjson.dumps(orjson.loads(lines[0]), option=orjson.OPT_INDENT_2)
+        lines[0] = lines[0].replace(b"\n", b" ") + b"\n\n"
+        lines[-1] = lines[-1].rstrip(b"\n") + b"\r\n"
+    path = tmp_path_factory.mktemp("fast") / "log.jsonl"
+    path.write_bytes(b"".join(lines))
+    expected = [decode_record(line.strip()) for line in lines]
+    for chunk in (1, 7, 250_000):
+        ordered = [s.record for s in in_event_time_order(path, chunk_records=chunk)]
+        assert ordered == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 250_000])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_event_time_order_is_the_same_however_much_is_read_ahead(
+    tmp_path: Path, chunk: int, shuffle: bool
+) -> None:
+    records = [
+        make_record(
+            orjson.dumps(
+                {"user_id": f"u{i}", "lat": 30.25, "lon": -97.75, "ts": 1795400000000 + i}
+            ),
+            ts=1795400000000 + i // 2,
+            key=f"u{i}".encode(),
+            topic="alertfeed.locations" if i % 7 == 3 else "locations",
+        )
+        for i in range(40)
+    ]
+    records[5] = make_record(b"<alert/>", topic="alerts", ts=records[5].ts, key=b"a")
+    records[9] = make_record(b"{}", topic="lifecycle", ts=records[9].ts, key=b"x")
+    records[11] = make_record(b'{"user_id": "spaced"}', ts=records[11].ts, key=None)
+    if shuffle:
+        records = records[1::2] + records[0::2]
+    path = tmp_path / "log.jsonl.gz"
+    write_log(path, records)
+    keep = {"alerts", "locations", "alertfeed.locations"}.__contains__
+    ordered = list(in_event_time_order(path, keep=keep, chunk_records=chunk))
+    by_time = sorted(
+        ((r.ts, 0 if r.topic == "alerts" else 1, seq), r)
+        for seq, r in enumerate(records)
+        if keep(r.topic)
+    )
+    assert [(s.seq, s.record) for s in ordered] == [(seq, r) for (_, _, seq), r in by_time]
+
+
+def test_a_bad_line_is_raised_when_its_turn_comes(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = encode_record(make_record())
+    path.write_bytes(good + b'{"topic":"locations","ts":1795400000001,"key":"k","value":[}\n')
+    records = in_event_time_order(path)
+    assert next(records).record == make_record()
+    with pytest.raises(MalformedEvent, match="line 2"):
+        next(records)
 
 
 def test_shift_iso_keeps_the_style_of_the_original() -> None:

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import astuple
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.domain.locations import parse_location
+from pipeline.domain.locations import location_from_json, parse_location
+from pipeline.domain.models import Location
 from pipeline.errors import MalformedEvent
 
 NOW = 1_795_400_000_000
@@ -44,3 +50,45 @@ def test_nan_is_not_json() -> None:
             now_ms=NOW,
             max_future_skew_ms=0,
         )
+
+
+def outcome(call: Callable[[], Location]) -> object:
+    try:
+        location = call()
+    except MalformedEvent as exc:
+        return str(exc)
+    return (location, [type(v) for v in astuple(location)])
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=False),
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.none(),
+    st.sampled_from([-0.0, 0.0, 90.0, -90.0, 180.0, -180.0, 90.000001, 1e308]),
+)
+
+
+@given(
+    event=st.dictionaries(
+        st.sampled_from(["user_id", "lat", "lon", "ts", "accuracy_m", "x"]),
+        st.one_of(numbers, st.text(max_size=3)),
+    ),
+    ts=st.one_of(st.none(), st.integers(NOW - 10**13, NOW + 10**6)),
+    lat=st.one_of(st.none(), numbers),
+)
+@settings(max_examples=500, deadline=None)
+def test_parsing_reads_any_event_as_the_general_rules_do(
+    event: dict[str, object], ts: int | None, lat: object
+) -> None:
+    """parse_location checks the common shape first, on its own: it must accept, reject
+    and read every event exactly as location_from_json does."""
+    event = {"user_id": "u", "lon": 1.5, **event}
+    if ts is not None:
+        event["ts"] = ts
+    if lat is not None:
+        event["lat"] = lat
+    data = orjson.dumps(event)
+    assert outcome(lambda: parse_location(data, now_ms=NOW, max_future_skew_ms=300_000)) == outcome(
+        lambda: location_from_json(orjson.loads(data), now_ms=NOW, max_future_skew_ms=300_000)
+    )
