@@ -159,6 +159,9 @@ class MemoryDedupStore:
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         return [pair not in self._seen for pair in pairs]
 
+    async def any_seen(self, alert_key: str) -> bool:
+        return any(key == alert_key for key, _ in self._seen)
+
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:

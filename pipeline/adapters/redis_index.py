@@ -291,6 +291,9 @@ class RedisDedupStore:
                 fresh[i] = not member
         return fresh
 
+    async def any_seen(self, alert_key: str) -> bool:
+        return bool(await _guard("dedup read", lambda: self._r.exists(self._key(alert_key))))
+
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:

@@ -117,7 +117,12 @@ class Matcher:
         async for present in self._presence.present_in(cover, since):
             result = MatchResult(locations=len(present))
             users = [s.user_id for s in present if self._policy.may_see(alert.status, s.user_id)]
-            fresh = await self._dedup.unseen([(alert.key, u) for u in users])
+            # A fresh alert has no cards yet: skip the per-user check (a million members).
+            # Within this worker, the carding lock keeps location batches out meanwhile.
+            if await self._dedup.any_seen(alert.key):
+                fresh = await self._dedup.unseen([(alert.key, u) for u in users])
+            else:
+                fresh = [True] * len(users)
             for user, is_new in zip(users, fresh, strict=True):
                 if not is_new:
                     result.duplicates += 1

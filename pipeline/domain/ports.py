@@ -59,6 +59,10 @@ class DedupStore(Protocol):
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """For each ``(alert_key, user_id)``, True when no card was recorded for it."""
 
+    async def any_seen(self, alert_key: str) -> bool:
+        """Whether any card of ``alert_key`` is recorded. A freshly issued alert has none,
+        so its fan-out can skip the per-user check."""
+
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:

@@ -137,6 +137,16 @@ def test_dedup_remembers_pairs_independently(run: Runner) -> None:
     run(body)
 
 
+def test_dedup_knows_whether_an_alert_has_any_card(run: Runner) -> None:
+    async def body(_: Any, dedup: Any) -> None:
+        assert await dedup.any_seen("s|a1") is False
+        await dedup.mark_seen([("s|a1", "u1")], [4_102_444_800_000])
+        assert await dedup.any_seen("s|a1") is True
+        assert await dedup.any_seen("s|a2") is False
+
+    run(body)
+
+
 def test_an_index_that_lost_its_contents_refuses_to_match(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         assert await index.is_built() is False
