@@ -14,6 +14,7 @@ Redis.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -77,7 +78,13 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
 
 
 def _offline_pairs(settings: Settings, log: Path, out: Path) -> set[tuple[str, str]]:
-    replay_offline(settings, log, out)
+    quiet = logging.getLogger("pipeline")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the offline pass would log every alert change again
+    try:
+        replay_offline(settings, log, out)
+    finally:
+        quiet.setLevel(level)
     cards = (orjson.loads(r.value) for r in read_log(out) if r.topic == "interstitials" and r.value)
     return {(card["user_id"], card["alert_id"]) for card in cards}
 
