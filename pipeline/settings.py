@@ -14,6 +14,8 @@ Connection strings parse into typed settings, like arq's ``RedisSettings.from_ds
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -169,6 +171,29 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     data_dir: str = ".alertfeed-data"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment for a child process (a worker) that rebuilds exactly ``settings``:
+    this process's environment without its ALERTFEED_* variables, plus ``settings`` as
+    ALERTFEED_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTFEED_")}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+        elif value is None:
+            return
+        elif isinstance(value, list | dict):
+            env[f"ALERTFEED_{prefix}"] = json.dumps(value)
+        elif isinstance(value, SecretStr):
+            env[f"ALERTFEED_{prefix}"] = value.get_secret_value()
+        else:
+            env[f"ALERTFEED_{prefix}"] = str(value)
+
+    walk("", settings)
+    return env
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -33,7 +33,7 @@ from pipeline.adapters.eventlog import read_log
 from pipeline.adapters.kafka_tools import ensure_topics
 from pipeline.entrypoints.replay import replay_live, replay_offline
 from pipeline.entrypoints.simulate import simulate_to
-from pipeline.settings import PolicySettings, Settings
+from pipeline.settings import PolicySettings, Settings, child_environment
 
 DEMO_SENDER = "amber@demo.alertfeed.example"
 DURATION_S = 600.0
@@ -120,10 +120,7 @@ def _report(
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["ALERTFEED_APP_ID"] = settings.app_id
-    env["ALERTFEED_POLICY__ALLOWED_SENDERS"] = json.dumps(settings.policy.allowed_senders)
-    env["ALERTFEED_LOG_LEVEL"] = "WARNING"
+    env = child_environment(settings.model_copy(update={"log_level": "WARNING"}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.entrypoints.cli", "worker"],
         env=env,

@@ -24,11 +24,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.adapters.kafka_tools import ensure_topics
-from pipeline.settings import Settings
+from pipeline.settings import Settings, child_environment
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, now_ms
 from tests.support.kafka import collect, produce, produce_json, values
-from tests.support.worker import WorkerProcess, settings_env
+from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -262,8 +262,7 @@ def test_prometheus_sees_the_pipeline_through_a_replay(
     assert [(r["alert_id"], r["cards_total"], r["cards_last_5m"]) for r in reach] == [
         (alert["id"], len(cards), len(cards))
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTFEED_")}
-    env.update(settings_env(settings))
+    env = child_environment(settings)
     status = subprocess.run(
         [sys.executable, "-m", "pipeline.entrypoints.cli", "status"],
         env=env,

@@ -17,8 +17,7 @@ import pytest
 from pipeline.adapters.eventlog import LoggedRecord, read_log
 from pipeline.adapters.kafka_tools import DeliveryProducer, ensure_topics
 from pipeline.entrypoints.cli import main
-from pipeline.settings import Settings
-from tests.support.worker import settings_env
+from pipeline.settings import Settings, child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +44,9 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Settings], None]:
     def use(settings: Settings) -> None:
         for name in [k for k in os.environ if k.startswith("ALERTFEED_")]:
             monkeypatch.delenv(name)
-        for name, value in settings_env(settings).items():
-            monkeypatch.setenv(name, value)
+        for name, value in child_environment(settings).items():
+            if name.startswith("ALERTFEED_"):
+                monkeypatch.setenv(name, value)
 
     return use
 

@@ -13,28 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipeline.settings import Settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ALERTFEED_* environment that rebuilds ``settings`` in a child process."""
-    env: dict[str, str] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if hasattr(value, "model_dump"):
-            for name in type(value).model_fields:  # type: ignore[attr-defined]
-                walk(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
-        elif value is None:
-            return
-        elif isinstance(value, list | dict):
-            env[f"ALERTFEED_{prefix}"] = json.dumps(value)
-        elif hasattr(value, "get_secret_value"):
-            env[f"ALERTFEED_{prefix}"] = value.get_secret_value()
-        else:
-            env[f"ALERTFEED_{prefix}"] = str(value)
-
-    walk("", settings)
-    return env
+from pipeline.settings import Settings, child_environment
 
 
 class WorkerProcess:
@@ -44,8 +23,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> WorkerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTFEED_")}
-        env.update(settings_env(self.settings))
+        env = child_environment(self.settings)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.entrypoints.cli", "worker"],
