@@ -1,4 +1,4 @@
-"""confluent-kafka tools: topic creation, a delivery-checked producer, and a bounded reader.
+"""confluent-kafka tools: topic creation, a delivery-checked producer, and the alert-log reader.
 
 Used by the CLI (publish, record, replay, demo) and by the worker's start-up. The Faust
 worker itself consumes and produces through Faust.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,53 +140,6 @@ class DeliveryProducer:
         return self.delivered
 
 
-def read_topics(
-    settings: Settings,
-    topics: Iterable[str],
-    *,
-    group_id: str | None = None,
-    from_beginning: bool = True,
-    idle_timeout_s: float = 5.0,
-    max_records: int | None = None,
-    deadline_s: float | None = None,
-) -> Iterator[Record]:
-    """Read records until ``idle_timeout_s`` passes with nothing new, ``max_records`` were
-    read, or ``deadline_s`` elapsed. Without ``group_id`` nothing is committed."""
-    config: dict[str, str | int | float | bool] = {
-        **settings.kafka.confluent_config(),
-        "group.id": group_id or f"alertfeed-reader-{time.time_ns()}",
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": group_id is not None,
-        "enable.partition.eof": False,
-    }
-    consumer = Consumer(config)
-    consumer.subscribe(list(topics))
-    count = 0
-    start = last = time.monotonic()
-    try:
-        while True:
-            now = time.monotonic()
-            if max_records is not None and count >= max_records:
-                return
-            if deadline_s is not None and now - start > deadline_s:
-                return
-            if now - last > idle_timeout_s:
-                return
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise BrokerUnavailable(f"consume failed: {error}")
-            last = time.monotonic()
-            count += 1
-            yield record_of(msg)
-    finally:
-        consumer.close()
-
-
 def record_of(msg: Any) -> Record:
     """A consumed confluent-kafka message as a Record."""
     return Record(
@@ -248,20 +201,5 @@ def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEven
         return out
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read the alerts topic: {exc}") from exc
-    finally:
-        consumer.close()
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """High watermark of each partition of ``topic``."""
-    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": "alertfeed-offsets"})
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        partitions = meta.topics[topic].partitions
-        out = {}
-        for p in partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            out[p] = high
-        return out
     finally:
         consumer.close()
