@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from pipeline.adapters.kafka_tools import PRODUCER_DEFAULTS
 from pipeline.adapters.runtime import OutTopic
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
@@ -59,10 +60,7 @@ class ConfluentSink:
         self._producer = Producer(
             {
                 **settings.kafka.confluent_config(),
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
+                **PRODUCER_DEFAULTS,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
@@ -80,14 +78,15 @@ class ConfluentSink:
         if not records:
             return
         batch = _Batch(asyncio.get_running_loop(), len(records))
-        name = self._topics[topic]
-        for key, value in records:
-            while True:
-                try:
-                    self._producer.produce(name, value, key, on_delivery=batch.on_delivery)
-                    break
-                except BufferError:
-                    await asyncio.sleep(0.01)  # local queue full: wait for the broker
+        name, produce, delivered = self._topics[topic], self._producer.produce, batch.on_delivery
+        sent = 0
+        while sent < len(records):
+            try:
+                for key, value in records[sent:] if sent else records:
+                    produce(name, value, key, on_delivery=delivered)
+                    sent += 1
+            except BufferError:
+                await asyncio.sleep(0.01)  # local queue full: wait for the broker
         await batch.done
 
     def close(self, timeout_s: float = 30.0) -> None:

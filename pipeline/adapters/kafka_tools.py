@@ -81,6 +81,18 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# Every producer of ours: acknowledged by all in-sync replicas, no duplicates on retry, and
+# Java's key partitioner (murmur2), so a user's records land on the partition a Java or
+# Kafka Streams producer would choose (librdkafka's own default hashes differently).
+PRODUCER_DEFAULTS: dict[str, str | int | float | bool] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "partitioner": "murmur2_random",
+}
+
+
 class DeliveryProducer:
     """A producer that knows which records the broker acknowledged.
 
@@ -91,10 +103,7 @@ class DeliveryProducer:
     def __init__(self, settings: Settings, **extra: str | int) -> None:
         config: dict[str, str | int | float | bool] = {
             **settings.kafka.confluent_config(),
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
+            **PRODUCER_DEFAULTS,
             **extra,
         }
         self._producer = Producer(config)

@@ -159,9 +159,6 @@ class MemoryDedupStore:
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         return [pair not in self._seen for pair in pairs]
 
-    async def any_seen(self, alert_key: str) -> bool:
-        return any(key == alert_key for key, _ in self._seen)
-
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:
@@ -195,9 +192,9 @@ class MemoryPresenceStore:
 
     async def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
-    ) -> AsyncIterator[list[Sighting]]:
+    ) -> AsyncIterator[list[str]]:
         plan = plan_buckets(cover)
-        found = [s for _, s in sorted(self._present(plan, since_ms))]
+        found = sorted(user for user, _ in self._present(plan, since_ms))
         for start in range(0, len(found), chunk):
             yield found[start : start + chunk]
 

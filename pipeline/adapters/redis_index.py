@@ -21,14 +21,24 @@ never a mixture; with no record (cancelled or expired) it sees nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import h3.api.basic_int as h3i
+import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 
 from pipeline.domain.cards import ActiveAlert
 from pipeline.errors import IndexNotBuilt, IndexUnavailable
@@ -64,6 +74,36 @@ async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise IndexUnavailable(f"redis unreachable during {what}: {exc}") from exc
     except redis_errors.RedisError as exc:
         raise IndexUnavailable(f"redis error during {what}: {exc}") from exc
+
+
+async def bulk(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` (``("SADD", key, member)``, ...) in one round trip and return their
+    raw replies: hiredis-packed into a single write, replies read without redis-py's
+    per-reply timeout and callbacks (``HGETALL`` gives a dict under RESP3, the default,
+    and a flat field/value list under RESP2). For bulk
+    work of many small commands, where a redis-py pipeline costs about 16 µs a command.
+
+    One connection, one deadline of the client's socket timeout per 10,000 commands. A
+    reply error, timeout or broken connection raises (as redis-py errors) and closes the
+    connection, so no half-read replies go back to the pool."""
+    if not commands:
+        return []
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        payload = b"".join([hiredis.pack_command(c) for c in commands])
+        timeout = (conn.socket_timeout or 30.0) * (1 + len(commands) // 10_000)
+        try:
+            async with asyncio.timeout(timeout):
+                await conn.send_packed_command(payload)
+                return [await conn.read_response(timeout=math.inf) for _ in commands]
+        except TimeoutError as exc:
+            raise redis_errors.TimeoutError(f"no reply within {timeout:.0f}s") from exc
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
 
 
 class RedisCellIndex:
@@ -154,13 +194,8 @@ class RedisCellIndex:
         for start in range(0, len(cell_list), _CHUNK):
             chunk = cell_list[start : start + _CHUNK]
 
-            async def write(chunk: list[int] = chunk) -> None:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for cell in chunk:
-                        pipe.sadd(self._cell_key(cell), member)
-                    await pipe.execute()
-
-            await _guard("cover write", write)
+            commands = [("SADD", self._cell_key(cell), member) for cell in chunk]
+            await _guard("cover write", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
 
     async def _drop_version(self, key: str, version: int) -> None:
         cover_key = self._cover_key(key, version)
@@ -171,13 +206,8 @@ class RedisCellIndex:
             for start in range(0, len(cells), _CHUNK):
                 chunk = cells[start : start + _CHUNK]
 
-                async def remove(chunk: list[int] = chunk) -> None:
-                    async with self._r.pipeline(transaction=False) as pipe:
-                        for cell in chunk:
-                            pipe.srem(self._cell_key(cell), member)
-                        await pipe.execute()
-
-                await _guard("cover cleanup", remove)
+                commands = [("SREM", self._cell_key(cell), member) for cell in chunk]
+                await _guard("cover cleanup", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
         await _guard("cover cleanup", lambda: self._r.delete(cover_key))
 
     # -- reads -----------------------------------------------------------------------------
@@ -210,14 +240,9 @@ class RedisCellIndex:
                 unique.setdefault(c, len(unique))
         order = list(unique)
 
-        async def read_cells() -> list[Any]:
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.exists(self._built)
-                for c in order:
-                    pipe.smembers(self._cell_key(c))
-                return list(await pipe.execute())
-
-        built, *members = await _guard("alerts_at", read_cells)
+        commands = [("EXISTS", self._built)]
+        commands.extend(("SMEMBERS", self._cell_key(c)) for c in order)
+        built, *members = await _guard("alerts_at", lambda: bulk(self._r, commands))
         if not built:
             raise IndexNotBuilt("the index has no rebuild marker (empty, flushed or failed over)")
         found: dict[int, list[tuple[int, str]]] = {}
@@ -270,58 +295,107 @@ class RedisDedupStore:
         return f"{self._p}:seen:{{{alert_key}}}"
 
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        by_alert: dict[str, list[int]] = {}
-        for i, (alert_key, _) in enumerate(pairs):
-            by_alert.setdefault(alert_key, []).append(i)
-        order = [
-            (k, idx[s : s + _CHUNK])
-            for k, idx in by_alert.items()
-            for s in range(0, len(idx), _CHUNK)
+        groups = _by_alert(pairs)
+        commands = [
+            ("SMISMEMBER", self._key(alert_key), *users[s : s + _CHUNK])
+            for alert_key, (_, users) in groups.items()
+            for s in range(0, len(users), _CHUNK)
         ]
-
-        async def read() -> list[Any]:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for alert_key, idx in order:
-                    pipe.smismember(self._key(alert_key), [pairs[i][1] for i in idx])
-                return list(await pipe.execute())
-
+        replies = iter(await _guard("dedup read", lambda: bulk(self._r, commands)))
+        if len(groups) == 1:  # a fan-out chunk, or a batch that hit one alert
+            return [not found for reply in replies for found in reply]
         fresh = [True] * len(pairs)
-        for (_, idx), found in zip(order, await _guard("dedup read", read), strict=True):
-            for i, member in zip(idx, found, strict=True):
+        for positions, users in groups.values():
+            found = [f for _ in range(0, len(users), _CHUNK) for f in next(replies)]
+            for i, member in zip(positions, found, strict=True):
                 fresh[i] = not member
         return fresh
-
-    async def any_seen(self, alert_key: str) -> bool:
-        return bool(await _guard("dedup read", lambda: self._r.exists(self._key(alert_key))))
 
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:
-        users: dict[str, list[str]] = {}
-        until: dict[str, int] = {}
-        for (alert_key, user_id), expiry in zip(pairs, expires_at_ms, strict=True):
-            users.setdefault(alert_key, []).append(user_id)
-            until[alert_key] = max(until.get(alert_key, 0), expiry)
+        groups = _by_alert(pairs)
+        commands: list[tuple[Any, ...]] = []
+        for alert_key, (positions, users) in groups.items():
+            key = self._key(alert_key)
+            commands.extend(
+                ("SADD", key, *users[s : s + _CHUNK]) for s in range(0, len(users), _CHUNK)
+            )
+            until = _GRACE_MS + (
+                max(expires_at_ms)
+                if len(groups) == 1
+                else max(expires_at_ms[i] for i in positions)
+            )
+            commands.append(("PEXPIREAT", key, until, "NX"))
+            commands.append(("PEXPIREAT", key, until, "GT"))
+        await _guard("dedup write", lambda: bulk(self._r, commands))
 
-        async def write() -> None:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for alert_key, members in users.items():
-                    key = self._key(alert_key)
-                    for start in range(0, len(members), _CHUNK):
-                        pipe.sadd(key, *members[start : start + _CHUNK])
-                    pipe.pexpireat(key, until[alert_key] + _GRACE_MS, nx=True)
-                    pipe.pexpireat(key, until[alert_key] + _GRACE_MS, gt=True)
-                await pipe.execute()
 
-        await _guard("dedup write", write)
+def _by_alert(pairs: Sequence[tuple[str, str]]) -> dict[str, tuple[Sequence[int], list[str]]]:
+    """``alert_key -> (positions in pairs, user ids)``; one alert (the common case) in C."""
+    if not pairs:
+        return {}
+    first = pairs[0][0]
+    if all(k == first for k, _ in pairs):
+        return {first: (range(len(pairs)), list(map(itemgetter(1), pairs)))}
+    groups: dict[str, tuple[list[int], list[str]]] = {}
+    for i, (alert_key, user_id) in enumerate(pairs):
+        positions, users = groups.setdefault(alert_key, ([], []))
+        positions.append(i)
+        users.append(user_id)
+    return dict(groups)
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis's C packer. redis-py's asyncio connection packs every
+    argument in Python (about 2.5 µs each), which dominated a fan-out that checks and
+    records a million users in SMISMEMBER/SADD commands of 10,000 members."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass
+        packed = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
+        try:
+            return [hiredis.pack_command(packed)]  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise redis_errors.DataError(str(exc)) from exc
+
+
+class _PackingConnection(_HiredisPacking, Connection):
+    pass
+
+
+class _PackingSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class _PackingUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _PackingConnection,
+    SSLConnection: _PackingSSLConnection,
+    UnixDomainSocketConnection: _PackingUnixConnection,
+}
 
 
 def redis_client(url: str, *, password: str | None, socket_timeout_s: float) -> Redis:
-    """An asyncio Redis client for ``url`` (hiredis parser when installed)."""
-    return Redis.from_url(
+    """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``):
+    hiredis parses the replies and packs the commands."""
+    client = Redis.from_url(
         url,
         password=password,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,
         health_check_interval=30,
     )
+    pool = client.connection_pool
+    pool.connection_class = _PACKING.get(pool.connection_class, pool.connection_class)
+    return client

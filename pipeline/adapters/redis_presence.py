@@ -15,24 +15,34 @@ stays bounded without any sweeper: a slot's hashes expire a window after the slo
 and the pointer a window after the user's last sighting.
 
 A fan-out reads whole hashes (``HGETALL``: one command per bucket and slot, not one per
-user), which is what makes a state-wide alert over a million users affordable.
+user), which is what makes a state-wide alert over a million users affordable. It reads a
+page of buckets at a time; a user caught moving between pages while they are read can come
+back twice, which the dedup store absorbs.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import h3.api.basic_int as h3i
 from redis.asyncio import Redis
 
-from pipeline.adapters.redis_index import _guard
+from pipeline.adapters.redis_index import _guard, bulk
 from pipeline.domain.models import Sighting
-from pipeline.domain.presence import BUCKET_RESOLUTION, latest_per_user, plan_buckets, within
+from pipeline.domain.presence import (
+    BUCKET_RESOLUTION,
+    BucketPlan,
+    latest_per_user,
+    plan_buckets,
+    within,
+)
 
 _PAIR = struct.Struct("<Qq")
 _CHUNK = 10_000
+_PAGE = 300  # buckets read per pipeline
 
 
 class RedisPresenceStore:
@@ -59,66 +69,83 @@ class RedisPresenceStore:
         for s, place in zip(latest, places, strict=True):
             by_hash.setdefault(place, {})[s.user_id] = _PAIR.pack(s.cell, s.ts)
 
-        async def write() -> list[Any]:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for s, (bucket, slot) in zip(latest, places, strict=True):
-                    pointer = _PAIR.pack(bucket, slot)
-                    pipe.set(self._user_key(s.user_id), pointer, pxat=s.ts + window, get=True)
-                for (bucket, slot), fields in by_hash.items():
-                    key = self._hash_key(bucket, slot)
-                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-                    pipe.pexpireat(key, (slot + 2) * window)
-                return list(await pipe.execute())
-
-        previous = (await _guard("presence write", write))[: len(latest)]
+        commands: list[tuple[Any, ...]] = [
+            ("SET", self._user_key(s.user_id), _PAIR.pack(*place), "PXAT", s.ts + window, "GET")
+            for s, place in zip(latest, places, strict=True)
+        ]
+        for (bucket, slot), fields in by_hash.items():
+            key = self._hash_key(bucket, slot)
+            commands.append(("HSET", key, *chain.from_iterable(fields.items())))
+            commands.append(("PEXPIREAT", key, (slot + 2) * window))
+        replies = await _guard("presence write", lambda: bulk(self._r, commands))
         moved = [
-            (s.user_id, _PAIR.unpack(old))
-            for s, place, old in zip(latest, places, previous, strict=True)
+            ("HDEL", self._hash_key(*_PAIR.unpack(old)), s.user_id)
+            for s, place, old in zip(latest, places, replies[: len(latest)], strict=True)
             if old is not None and _PAIR.unpack(old) != place
         ]
         if moved:
-
-            async def forget() -> None:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for user, (bucket, slot) in moved:
-                        pipe.hdel(self._hash_key(bucket, slot), user)
-                    await pipe.execute()
-
-            await _guard("presence write", forget)
+            await _guard("presence write", lambda: bulk(self._r, moved))
 
     async def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = _CHUNK
-    ) -> AsyncIterator[list[Sighting]]:
+    ) -> AsyncIterator[list[str]]:
         plan = plan_buckets(cover)
         window = self._window_ms
         # Sightings at or after since_ms live in its slot or a later one; none can be newer
         # than a window past since_ms (the caller's clock), hence at most three slots.
         slots = range(since_ms // window, (since_ms + window) // window + 2)
-        keys = [self._hash_key(b, slot) for b in sorted(plan.buckets()) for slot in slots]
-        latest: dict[bytes, tuple[int, int]] = {}
+        buckets = sorted(plan.buckets())
+        found: list[str] = []
+        # A page of buckets at a time, all slots of a bucket in one page: memory stays
+        # bounded whatever the cover, and the newest sighting of a user wins within it.
+        for start in range(0, len(buckets), _PAGE):
+            page = buckets[start : start + _PAGE]
+            keys = [self._hash_key(b, slot) for b in page for slot in slots]
+
+            commands = [("HGETALL", key) for key in keys]
+            replies = await _guard("presence read", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
+            for users in self._fresh_within(plan, page, len(slots), replies, since_ms):
+                found.extend(users)
+                while len(found) >= chunk:
+                    yield found[:chunk]
+                    found = found[chunk:]
+        if found:
+            yield found
+
+    @staticmethod
+    def _fresh_within(
+        plan: BucketPlan,
+        page: Sequence[int],
+        slots: int,
+        replies: Sequence[dict[bytes, bytes] | list[bytes]],
+        since_ms: int,
+    ) -> Iterator[list[str]]:
+        """Per bucket of ``page``: its users fresh since ``since_ms`` and inside the cover.
+        ``replies`` hold each bucket's hashes, oldest slot first."""
         unpack = _PAIR.unpack
-        for start in range(0, len(keys), 1000):
-            part = keys[start : start + 1000]
-
-            async def read(part: list[str] = part) -> list[Any]:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for key in part:
-                        pipe.hgetall(key)
-                    return list(await pipe.execute())
-
-            for fields in await _guard("presence read", read):
+        for i, bucket in enumerate(page):
+            hashes = [_fields(reply) for reply in replies[i * slots : (i + 1) * slots]]
+            if bucket in plan.whole:
+                # Every cell of the bucket is covered: only the oldest slot's users need
+                # their time checked, and a user met twice (moving) is inside either way.
+                oldest, *newer = hashes
+                fresh = [u for u, raw in oldest.items() if unpack(raw)[1] >= since_ms]
+                fresh.extend(chain.from_iterable(newer))
+                yield [u.decode() for u in dict.fromkeys(fresh)]
+                continue
+            latest: dict[bytes, tuple[int, int]] = {}
+            for fields in hashes:
                 for raw_user, raw in fields.items():
                     cell, ts = unpack(raw)
                     if ts >= since_ms:
                         kept = latest.get(raw_user)
                         if kept is None or ts > kept[1]:
                             latest[raw_user] = (cell, ts)
-        found: list[Sighting] = []
-        for raw_user, (cell, ts) in latest.items():
-            if within(plan, cell):
-                found.append(Sighting(raw_user.decode(), cell, ts))
-                if len(found) >= chunk:
-                    yield found
-                    found = []
-        if found:
-            yield found
+            yield [u.decode() for u, (cell, _) in latest.items() if within(plan, cell)]
+
+
+def _fields(reply: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:
+    """An HGETALL reply as a dict: RESP3 (the default) gives one, RESP2 a flat list."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))

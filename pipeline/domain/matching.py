@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import h3.api.basic_int as h3i
@@ -114,23 +115,18 @@ class Matcher:
             return
         template = self._template(alert)
         expiry = card_expiry_ms(alert, created)
+        key, status, may_see = alert.key, alert.status, self._policy.may_see
+        everyone = self._policy.public(status)
         async for present in self._presence.present_in(cover, since):
             result = MatchResult(locations=len(present))
-            users = [s.user_id for s in present if self._policy.may_see(alert.status, s.user_id)]
-            # A fresh alert has no cards yet: skip the per-user check (a million members).
-            # Within this worker, the carding lock keeps location batches out meanwhile.
-            if await self._dedup.any_seen(alert.key):
-                fresh = await self._dedup.unseen([(alert.key, u) for u in users])
-            else:
-                fresh = [True] * len(users)
-            for user, is_new in zip(users, fresh, strict=True):
-                if not is_new:
-                    result.duplicates += 1
-                    continue
-                result.cards.append((user.encode(), template.encode(user, created)))
-                result.card_created_ms.append(created)
-                result.seen_pairs.append((alert.key, user))
-                result.seen_expiry_ms.append(expiry)
+            users = present if everyone else [u for u in present if may_see(status, u)]
+            fresh = await self._dedup.unseen([(key, u) for u in users])
+            new = list(compress(users, fresh))
+            result.duplicates = len(users) - len(new)
+            result.cards = template.records(new, created)
+            result.card_created_ms = [created] * len(new)
+            result.seen_pairs = [(key, u) for u in new]
+            result.seen_expiry_ms = [expiry] * len(new)
             yield result
 
     async def _card(

@@ -35,6 +35,10 @@ class AudiencePolicy:
         if alert.status in _TEST_AUDIENCE and not self.test_users:
             raise PolicyRejected(f"status {alert.status} alert and no test users are configured")
 
+    def public(self, status: str) -> bool:
+        """Whether every user may be shown an alert of ``status``."""
+        return status == "Actual"
+
     def may_see(self, status: str, user_id: str) -> bool:
         """Whether ``user_id`` may be shown an alert of ``status``."""
         if status == "Actual":

@@ -59,10 +59,6 @@ class DedupStore(Protocol):
     async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """For each ``(alert_key, user_id)``, True when no card was recorded for it."""
 
-    async def any_seen(self, alert_key: str) -> bool:
-        """Whether any card of ``alert_key`` is recorded. A freshly issued alert has none,
-        so its fan-out can skip the per-user check."""
-
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
     ) -> None:
@@ -78,7 +74,21 @@ class PresenceStore(Protocol):
 
     def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
-    ) -> AsyncIterator[list[Sighting]]:
-        """Every user whose latest sighting at or after ``since_ms`` lies in ``cover`` (a
-        compact cell set no finer than the index resolution), each user once, in chunks of
-        at most ``chunk`` so that a state-wide alert never holds millions in memory."""
+    ) -> AsyncIterator[list[str]]:
+        """The ids of the users whose latest sighting at or after ``since_ms`` lies in
+        ``cover`` (a compact cell set no finer than the index resolution), in chunks of at
+        most ``chunk`` so that a state-wide alert never holds millions in memory. Each user
+        comes once, except that a user who moves while the store is read may come twice
+        (consumers deduplicate through the :class:`DedupStore`)."""
+
+
+class CoverCache(Protocol):
+    """Computed covers by :func:`pipeline.domain.covercache.cover_key`. Synchronous: it
+    is used where covers are computed, off the event loop. A cache may forget anything;
+    what it returns must be what it was given."""
+
+    def get(self, key: str) -> frozenset[int] | None:
+        """The cover stored under ``key``, or None."""
+
+    def put(self, key: str, cells: frozenset[int]) -> None:
+        """Store ``cells`` under ``key`` (best effort: a failure to store is not an error)."""

@@ -137,12 +137,17 @@ def test_dedup_remembers_pairs_independently(run: Runner) -> None:
     run(body)
 
 
-def test_dedup_knows_whether_an_alert_has_any_card(run: Runner) -> None:
+def test_dedup_answers_in_order_across_alerts_and_large_batches(run: Runner) -> None:
     async def body(_: Any, dedup: Any) -> None:
-        assert await dedup.any_seen("s|a1") is False
-        await dedup.mark_seen([("s|a1", "u1")], [4_102_444_800_000])
-        assert await dedup.any_seen("s|a1") is True
-        assert await dedup.any_seen("s|a2") is False
+        far = 4_102_444_800_000
+        many = [("s|big", f"u{i}") for i in range(25_000)]  # more than one command's worth
+        await dedup.mark_seen(many[::3], [far] * len(many[::3]))
+        await dedup.mark_seen([("s|other", "u1")], [far])
+        mixed = [("s|other", "u1"), *many, ("s|other", "u2"), ("s|none", "u0")]
+        expected = [False] + [i % 3 != 0 for i in range(25_000)] + [True, True]
+        assert await dedup.unseen(mixed) == expected
+        assert await dedup.unseen(many[:4]) == [False, True, True, False]
+        assert await dedup.unseen([]) == []
 
     run(body)
 

@@ -50,7 +50,7 @@ def cell(latlon: tuple[float, float]) -> int:
 
 
 async def present(store: Any, cover: frozenset[int], since: int) -> list[str]:
-    return sorted([s.user_id async for chunk in store.present_in(cover, since, 2) for s in chunk])
+    return sorted([u async for chunk in store.present_in(cover, since, 2) for u in chunk])
 
 
 def test_users_are_found_through_coarse_and_fine_cover_cells(run: Callable[[Body], None]) -> None:
@@ -99,7 +99,7 @@ def test_many_users_come_back_in_bounded_chunks(run: Callable[[Body], None]) -> 
         area = frozenset({h3i.cell_to_parent(base, 6)})
         chunks = [chunk async for chunk in store.present_in(area, now - WINDOW, 5)]
         assert all(1 <= len(chunk) <= 5 for chunk in chunks)
-        seen = [s.user_id for chunk in chunks for s in chunk]
+        seen = [u for chunk in chunks for u in chunk]
         assert len(seen) == len(set(seen)) == len(neighbours)
 
     run(body)

@@ -55,6 +55,21 @@ def test_template_encoding_is_byte_identical_to_the_plain_encoding(
     )
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    users=st.lists(st.text(min_size=1, max_size=40), max_size=20),
+    created_ms=st.integers(min_value=1_000_000_000_000, max_value=4_000_000_000_000),
+    expires_ms=st.one_of(st.none(), st.integers(min_value=0, max_value=5_000_000_000_000)),
+)
+def test_fan_out_records_are_keyed_by_user_and_byte_identical_to_the_plain_encoding(
+    users: list[str], created_ms: int, expires_ms: int | None
+) -> None:
+    a = alert(expires_ms)
+    assert CardTemplate(a).records(users, created_ms) == [
+        (u.encode(), orjson.dumps(interstitial(a, u, created_ms))) for u in users
+    ]
+
+
 def test_card_has_what_a_ranker_needs_and_validates() -> None:
     card = orjson.loads(CardTemplate(alert(None)).encode("u-1", 1_795_400_060_000))
     assert_valid("interstitial", card)
