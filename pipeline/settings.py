@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -143,6 +144,11 @@ class MatchSettings(BaseModel):
     max_vertices: int = Field(default=500_000, ge=3)
     max_shapes: int = Field(default=1_000, ge=1)
     max_cells: int = Field(default=3_000_000, ge=1)
+    # Computed covers kept on disk (`alertfeed covers warm` fills it); 0 MB turns it off.
+    cover_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "alertfeed" / "covers"
+    )
+    cover_cache_mb: int = Field(default=1024, ge=0)
 
 
 class PolicySettings(BaseModel):

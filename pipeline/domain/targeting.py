@@ -11,16 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pipeline.domain.cover import CoverLimits, cover_shapes
+from pipeline.domain.cover import CoverLimits
+from pipeline.domain.covercache import cached_cover
 from pipeline.domain.geocodes import GeocodeResolution
 from pipeline.domain.models import Alert, AlertCover, Circle, Geocode, Polygon
+from pipeline.domain.ports import CoverCache
 from pipeline.errors import UnsupportedArea
 
 GeocodeResolver = Callable[[Sequence[Geocode]], GeocodeResolution]
 
 
 def cover_alert(
-    alert: Alert, *, resolution: int, limits: CoverLimits, resolve_geocodes: GeocodeResolver
+    alert: Alert,
+    *,
+    resolution: int,
+    limits: CoverLimits,
+    resolve_geocodes: GeocodeResolver,
+    cache: CoverCache | None = None,
 ) -> AlertCover:
     polygons: list[Polygon] = []
     circles: list[Circle] = []
@@ -41,5 +48,5 @@ def cover_alert(
     if not polygons and not circles:
         why = "; ".join(reasons) if reasons else "no polygon, circle or geocode"
         raise UnsupportedArea(f"alert has no resolvable area: {why}")
-    cells = cover_shapes(polygons, circles, resolution, limits)
+    cells = cached_cover(cache, polygons, circles, resolution, limits)
     return AlertCover(resolution=resolution, cells=cells, unresolved=unresolved)

@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(run=_status)
 
-    from pipeline.entrypoints import record, replay, simulate
+    from pipeline.entrypoints import covers, record, replay, simulate
 
     for name, module, run, text in (
+        ("covers", covers, covers.run_covers, "compute alert covers ahead of time (cache)"),
         ("record", record, record.run_record, "capture topic traffic into an event log"),
         ("replay", replay, replay.run_replay, "replay an event log, live or --offline"),
         ("simulate", simulate, simulate.run_simulate, "write a synthetic scenario log"),

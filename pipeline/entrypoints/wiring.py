@@ -8,6 +8,7 @@ from functools import partial
 from redis.asyncio import Redis
 
 from pipeline.adapters.census import CensusGazetteer
+from pipeline.adapters.cover_cache import DiskCoverCache
 from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
 from pipeline.domain.cover import CoverLimits
 from pipeline.domain.geocodes import resolve_geocodes_with_reasons
@@ -42,14 +43,23 @@ def cover_limits(settings: Settings) -> CoverLimits:
     return CoverLimits(max_vertices=m.max_vertices, max_shapes=m.max_shapes, max_cells=m.max_cells)
 
 
+def make_cover_cache(settings: Settings) -> DiskCoverCache | None:
+    m = settings.match
+    if m.cover_cache_mb == 0:
+        return None
+    return DiskCoverCache(m.cover_cache_dir, max_bytes=m.cover_cache_mb * 1024 * 1024)
+
+
 def make_coverer(settings: Settings, resolution: int | None = None) -> partial[AlertCover]:
-    """``cover(alert) -> AlertCover`` with the census gazetteer and the configured limits."""
+    """``cover(alert) -> AlertCover`` with the census gazetteer, the configured limits and
+    the cover cache."""
     gazetteer = CensusGazetteer()
     return partial(
         cover_alert,
         resolution=settings.match.resolution if resolution is None else resolution,
         limits=cover_limits(settings),
         resolve_geocodes=partial(resolve_geocodes_with_reasons, gazetteer=gazetteer),
+        cache=make_cover_cache(settings),
     )
 
 
