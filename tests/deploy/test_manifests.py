@@ -95,3 +95,15 @@ def test_compose_runs_the_whole_stack_with_the_repository_configs() -> None:
     assert "./prometheus:/etc/prometheus" in compose
     assert "./grafana/provisioning:/etc/grafana/provisioning" in compose
     assert '"worker:9108"' in (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+
+
+def test_the_state_covers_warmed_in_the_image_reach_the_workers_cache() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    deployment = (K8S / "deployment.yaml").read_text()
+    image_dir = re.search(r"ALERTFEED_MATCH__COVER_CACHE_DIR=(\S+)", dockerfile)
+    assert image_dir and "alertfeed covers warm --states" in dockerfile
+    worker_dir = re.search(r"name: ALERTFEED_MATCH__COVER_CACHE_DIR\s+value: (\S+)", deployment)
+    assert worker_dir, "the worker's cache must be writable: the root filesystem is not"
+    copy = f"cp -a {image_dir.group(1)}/. {worker_dir.group(1)}/"
+    assert copy in deployment, "an init container copies the image's covers to the volume"
+    assert worker_dir.group(1).startswith("/var/lib/alertfeed/")  # the data emptyDir
