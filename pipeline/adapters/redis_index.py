@@ -313,14 +313,15 @@ class RedisDedupStore:
 
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
-    ) -> None:
+    ) -> int:
         groups = _by_alert(pairs)
         commands: list[tuple[Any, ...]] = []
+        adds: list[int] = []
         for alert_key, (positions, users) in groups.items():
             key = self._key(alert_key)
-            commands.extend(
-                ("SADD", key, *users[s : s + _CHUNK]) for s in range(0, len(users), _CHUNK)
-            )
+            for s in range(0, len(users), _CHUNK):
+                adds.append(len(commands))
+                commands.append(("SADD", key, *users[s : s + _CHUNK]))
             until = _GRACE_MS + (
                 max(expires_at_ms)
                 if len(groups) == 1
@@ -328,7 +329,11 @@ class RedisDedupStore:
             )
             commands.append(("PEXPIREAT", key, until, "NX"))
             commands.append(("PEXPIREAT", key, until, "GT"))
-        await _guard("dedup write", lambda: bulk(self._r, commands))
+        replies = await _guard("dedup write", lambda: bulk(self._r, commands))
+        return sum(int(replies[i]) for i in adds)
+
+    async def cards_of(self, alert_key: str) -> int:
+        return int(await _guard("dedup read", lambda: self._r.scard(self._key(alert_key))))
 
 
 def _by_alert(pairs: Sequence[tuple[str, str]]) -> dict[str, tuple[Sequence[int], list[str]]]:

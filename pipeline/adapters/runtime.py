@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 OutTopic = Literal["interstitials", "lifecycle", "dlq"]
+# Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch waits
+# at most about this many chunks' time while a state-wide fan-out runs.
+_FANOUT_HOLD = 10
 
 
 class Sink(Protocol):
@@ -175,18 +178,12 @@ class WorkerRuntime:
     async def _fan_out(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
         """Card the users already inside a newly issued or grown alert."""
         started = time.perf_counter()
-        present = cards = 0
+        counts = [0, 0]  # present, cards
         while True:
             try:
                 chunks = aiter(self.matcher.fan_out(alert, cells))
-                while True:
-                    async with self._carding:
-                        result = await anext(chunks, None)
-                        if result is None:
-                            break
-                        await self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
-                    present += result.locations
-                    cards += len(result.cards)
+                while await self._fan_out_some(chunks, counts):
+                    pass  # location batches get the carding lock between holds
                 break
             except InfrastructureError as exc:
                 # Start over: users already carded are deduplicated on the second pass.
@@ -194,7 +191,33 @@ class WorkerRuntime:
                 log.warning("fan-out interrupted, restarting error=%s", exc)
                 await asyncio.sleep(1.0)
         self.metrics.fanout_duration.observe(time.perf_counter() - started)
-        log.info("fan-out done present=%d cards=%d", present, cards)
+        log.info("fan-out done present=%d cards=%d", *counts)
+
+    async def _fan_out_some(self, chunks: AsyncIterator[MatchResult], counts: list[int]) -> bool:
+        """Up to ``_FANOUT_HOLD`` chunks under one hold of the carding lock; False when the
+        fan-out is done. A chunk is prepared (presence read, dedup check, cards encoded)
+        while the previous one's acknowledgements arrive: the chunks of one fan-out hold
+        distinct users, so the overlap cannot card anyone twice. Nothing is left in
+        flight when the lock is released."""
+        async with self._carding:
+            publishing: asyncio.Future[None] | None = None
+            try:
+                for _ in range(_FANOUT_HOLD):
+                    result = await anext(chunks, None)
+                    if publishing is not None:
+                        await publishing
+                        publishing = None
+                    if result is None:
+                        return False
+                    publishing = asyncio.ensure_future(
+                        self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
+                    )
+                    counts[0] += result.locations
+                    counts[1] += len(result.cards)
+                return True
+            finally:
+                if publishing is not None:
+                    await publishing
 
     async def on_tick(self) -> None:
         """Periodic work: expire alerts whose time has come (event: ``expired``)."""

@@ -51,6 +51,7 @@ class MatchResult:
     seen_expiry_ms: list[int] = field(default_factory=list)
     duplicates: int = 0
     stale: int = 0
+    fan_out_of: str | None = None  # the alert key, for a chunk of a fan-out
 
 
 class Matcher:
@@ -71,6 +72,8 @@ class Matcher:
         self._presence = presence
         self._freshness_ms = freshness_ms
         self._templates: dict[tuple[str, int], CardTemplate] = {}
+        # Cards recorded by the fan-out in progress, per alert (see fan_out).
+        self._fanned: dict[str, list[int]] = {}
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -117,17 +120,26 @@ class Matcher:
         expiry = card_expiry_ms(alert, created)
         key, status, may_see = alert.key, alert.status, self._policy.may_see
         everyone = self._policy.public(status)
-        async for present in self._presence.present_in(cover, since):
-            result = MatchResult(locations=len(present))
-            users = present if everyone else [u for u in present if may_see(status, u)]
-            fresh = await self._dedup.unseen([(key, u) for u in users])
-            new = list(compress(users, fresh))
-            result.duplicates = len(users) - len(new)
-            result.cards = template.records(new, created)
-            result.card_created_ms = [created] * len(new)
-            result.seen_pairs = [(key, u) for u in new]
-            result.seen_expiry_ms = [expiry] * len(new)
-            yield result
+        fanned = self._fanned[key] = [0]  # this fan-out's own, even if an older one lingers
+        try:
+            async for present in self._presence.present_in(cover, since):
+                result = MatchResult(locations=len(present), fan_out_of=key)
+                users = present if everyone else [u for u in present if may_see(status, u)]
+                # While every recorded card of the alert is one this fan-out recorded (a
+                # freshly issued alert), its users cannot have one: skip the per-user check.
+                if await self._dedup.cards_of(key) != fanned[0]:
+                    new = list(compress(users, await self._dedup.unseen([(key, u) for u in users])))
+                else:
+                    new = users
+                result.duplicates = len(users) - len(new)
+                result.cards = template.records(new, created)
+                result.card_created_ms = [created] * len(new)
+                result.seen_pairs = [(key, u) for u in new]
+                result.seen_expiry_ms = [expiry] * len(new)
+                yield result
+        finally:
+            if self._fanned.get(key) is fanned:
+                del self._fanned[key]
 
     async def _card(
         self, result: MatchResult, hits: Iterable[tuple[Sighting, Sequence[ActiveAlert]]]
@@ -171,4 +183,7 @@ class Matcher:
     async def confirm(self, result: MatchResult) -> None:
         """Record the result's cards as delivered. Call only after the broker acknowledged them."""
         if result.seen_pairs:
-            await self._dedup.mark_seen(result.seen_pairs, result.seen_expiry_ms)
+            added = await self._dedup.mark_seen(result.seen_pairs, result.seen_expiry_ms)
+            fanned = self._fanned.get(result.fan_out_of or "")
+            if fanned is not None:
+                fanned[0] += added

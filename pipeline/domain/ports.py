@@ -61,8 +61,12 @@ class DedupStore(Protocol):
 
     async def mark_seen(
         self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
-    ) -> None:
-        """Record the pairs; each record may be forgotten after its ``expires_at_ms``."""
+    ) -> int:
+        """Record the pairs; each record may be forgotten after its ``expires_at_ms``.
+        Returns how many pairs were not recorded before."""
+
+    async def cards_of(self, alert_key: str) -> int:
+        """How many users have a recorded card of ``alert_key``."""
 
 
 class PresenceStore(Protocol):

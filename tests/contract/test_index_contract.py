@@ -137,16 +137,19 @@ def test_dedup_remembers_pairs_independently(run: Runner) -> None:
     run(body)
 
 
-def test_dedup_answers_in_order_across_alerts_and_large_batches(run: Runner) -> None:
+def test_dedup_answers_in_order_and_counts_across_alerts_and_large_batches(run: Runner) -> None:
     async def body(_: Any, dedup: Any) -> None:
         far = 4_102_444_800_000
         many = [("s|big", f"u{i}") for i in range(25_000)]  # more than one command's worth
-        await dedup.mark_seen(many[::3], [far] * len(many[::3]))
-        await dedup.mark_seen([("s|other", "u1")], [far])
+        assert await dedup.cards_of("s|big") == 0
+        assert await dedup.mark_seen(many[::3], [far] * len(many[::3])) == len(many[::3])
+        assert await dedup.mark_seen([("s|other", "u1")], [far]) == 1
+        assert await dedup.mark_seen(many[:7], [far] * 7) == 4  # u0, u3, u6 were recorded
+        assert await dedup.cards_of("s|big") == len(many[::3]) + 4
         mixed = [("s|other", "u1"), *many, ("s|other", "u2"), ("s|none", "u0")]
-        expected = [False] + [i % 3 != 0 for i in range(25_000)] + [True, True]
+        expected = [False] + [i % 3 != 0 and i >= 7 for i in range(25_000)] + [True, True]
         assert await dedup.unseen(mixed) == expected
-        assert await dedup.unseen(many[:4]) == [False, True, True, False]
+        assert await dedup.unseen(many[6:10]) == [False, True, True, False]
         assert await dedup.unseen([]) == []
 
     run(body)

@@ -139,3 +139,40 @@ def test_fan_out_cards_present_users_inside_and_only_once() -> None:
 
     assert asyncio.run(fan_out()) == ["home"]
     assert asyncio.run(fan_out()) == []  # the area grows again: nobody twice
+
+
+def test_fan_out_never_recards_users_a_location_event_carded_before_or_during_it() -> None:
+    index = MemoryCellIndex(resolution=RES)
+    m = Matcher(
+        index,
+        MemoryDedupStore(),
+        AudiencePolicy.of(["s"], ()),
+        presence=MemoryPresenceStore(window_ms=WINDOW),
+        resolution=RES,
+        max_future_skew_ms=60_000,
+        freshness_ms=WINDOW,
+        clock_ms=lambda: NOW,
+    )
+    users = [f"u{i:05d}" for i in range(25_000)]  # several fan-out chunks
+    assert run(m, [raw(u, *AUSTIN, offset=i) for i, u in enumerate(users)]) == []
+    issued = alert()
+    asyncio.run(index.put_alert(issued, area()))
+    assert run(m, [raw("u24999", *AUSTIN)]) == ["u24999"]  # reports before the fan-out
+
+    async def card_batch(events: list[RawEvent]) -> list[str]:
+        result = await m.match(events)
+        await m.confirm(result)
+        return [orjson.loads(v)["user_id"] for _, v in result.cards]
+
+    async def fan_out() -> list[str]:
+        carded: list[str] = []
+        async for result in m.fan_out(issued, area()):
+            await m.confirm(result)
+            carded += [orjson.loads(v)["user_id"] for _, v in result.cards]
+            if len(carded) == 10_000:  # reports between two chunks, before its own
+                assert await card_batch([raw("u20000", *AUSTIN)]) == ["u20000"]
+        return carded
+
+    carded = asyncio.run(fan_out())
+    assert len(carded) == len(set(carded))
+    assert set(carded) == set(users) - {"u24999", "u20000"}
