@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import h3.api.basic_int as h3i
 import hiredis
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -76,18 +76,24 @@ async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise IndexUnavailable(f"redis error during {what}: {exc}") from exc
 
 
-async def bulk(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def bulk(client: Redis | RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` (``("SADD", key, member)``, ...) in one round trip and return their
     raw replies: hiredis-packed into a single write, replies read without redis-py's
     per-reply timeout and callbacks (``HGETALL`` gives a dict under RESP3, the default,
     and a flat field/value list under RESP2). For bulk
     work of many small commands, where a redis-py pipeline costs about 16 µs a command.
 
-    One connection, one deadline of the client's socket timeout per 10,000 commands. A
+    One connection, one deadline of the client's socket timeout per 10,000 commands (on
+    Redis Cluster, a cluster pipeline instead: every command names one key). A
     reply error, timeout or broken connection raises (as redis-py errors) and closes the
     connection, so no half-read replies go back to the pool."""
     if not commands:
         return []
+    if isinstance(client, RedisCluster):  # its pipeline splits the commands by node
+        async with client.pipeline() as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
