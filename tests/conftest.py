@@ -19,6 +19,7 @@ from pipeline.settings import (
     Settings,
     TopicSettings,
 )
+from tests.support.redis_cluster import ClusterStartError, LocalRedisCluster
 from tests.support.services import Services, external_services, load_localstack
 from tests.support.worker import WorkerProcess
 
@@ -42,6 +43,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         yield Services(state.bootstrap_servers, state.redis_url)
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a private three-master Redis Cluster (a startup node), started on first
+    use and stopped at the end of the session."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        url = cluster.start()
+    except ClusterStartError as exc:
+        pytest.fail(f"cannot start the real Redis Cluster for the tests: {exc}", pytrace=False)
+    try:
+        yield url
+    finally:
+        cluster.stop()
 
 
 def _free_port() -> int:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from pipeline.adapters.metrics import Metrics
 from pipeline.errors import IndexUnavailable, InfrastructureError
@@ -209,7 +209,7 @@ async def _call(what: str, call: Callable[[], Awaitable[T]]) -> T:
     """Run a Redis call, translating client errors into IndexUnavailable."""
     try:
         return await call()
-    except redis_errors.RedisError as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
         raise IndexUnavailable(f"redis error during {what}: {exc}") from exc
 
 
@@ -224,7 +224,7 @@ def _int_or_none(value: str | None) -> int | None:
 class RedisReachStore:
     """:class:`ReachStore` on Redis: one hash per alert plus a registry set."""
 
-    def __init__(self, client: Redis, *, prefix: str) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, prefix: str) -> None:
         self._r = client
         self._p = prefix
 

@@ -72,7 +72,7 @@ async def _guard(what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise IndexUnavailable(f"redis unreachable during {what}: {exc}") from exc
-    except redis_errors.RedisError as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
         raise IndexUnavailable(f"redis error during {what}: {exc}") from exc
 
 
@@ -84,7 +84,9 @@ async def bulk(client: Redis | RedisCluster, commands: Sequence[tuple[Any, ...]]
     work of many small commands, where a redis-py pipeline costs about 16 µs a command.
 
     One connection, one deadline of the client's socket timeout per 10,000 commands (on
-    Redis Cluster, a cluster pipeline instead: every command names one key). A
+    Redis Cluster, a cluster pipeline instead: every command names one key; its replies
+    pass redis-py's callbacks, which give the same values in other types, such as bools
+    for SMISMEMBER's 0/1). A
     reply error, timeout or broken connection raises (as redis-py errors) and closes the
     connection, so no half-read replies go back to the pool."""
     if not commands:
@@ -92,17 +94,21 @@ async def bulk(client: Redis | RedisCluster, commands: Sequence[tuple[Any, ...]]
     if isinstance(client, RedisCluster):  # its pipeline splits the commands by node
         async with client.pipeline() as pipe:
             for command in commands:
-                pipe.execute_command(*command)
+                # Without the option Redis.set(get=True) passes, the SET callback turns
+                # the old value a SET ... GET returns into a bool.
+                get = command[0] == "SET" and "GET" in command[3:]
+                pipe.execute_command(*command, **({"get": True} if get else {}))
             return list(await pipe.execute())
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         payload = b"".join([hiredis.pack_command(c) for c in commands])
+        read = _reply_reader(conn)
         timeout = (conn.socket_timeout or 30.0) * (1 + len(commands) // 10_000)
         try:
             async with asyncio.timeout(timeout):
                 await conn.send_packed_command(payload)
-                return [await conn.read_response(timeout=math.inf) for _ in commands]
+                return [await read() for _ in commands]
         except TimeoutError as exc:
             raise redis_errors.TimeoutError(f"no reply within {timeout:.0f}s") from exc
     except BaseException:
@@ -112,10 +118,27 @@ async def bulk(client: Redis | RedisCluster, commands: Sequence[tuple[Any, ...]]
         await pool.release(conn)
 
 
+def _reply_reader(conn: AbstractConnection) -> Callable[[], Awaitable[Any]]:
+    """Reads one reply. Straight from the connection's hiredis parser when it has one
+    (half the cost of ``read_response``, which re-arms timeouts and health checks per
+    reply); an error reply raises either way."""
+    parser = getattr(conn, "_parser", None)
+    if parser is None or not hasattr(parser, "read_response"):
+        return lambda: conn.read_response(timeout=math.inf)
+
+    async def read() -> Any:
+        reply = await parser.read_response()
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+        return reply
+
+    return read
+
+
 class RedisCellIndex:
     """:class:`pipeline.domain.ports.CellIndex` on Redis."""
 
-    def __init__(self, client: Redis, *, prefix: str, resolution: int) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, prefix: str, resolution: int) -> None:
         self._r = client
         self._p = prefix
         self._resolution = resolution
@@ -293,7 +316,7 @@ class RedisDedupStore:
     ``p:seen:{K}``, checked with SMISMEMBER and filled with SADD, a chunk of users per
     command. The set expires (PEXPIREAT, only ever pushed later) with the alert's cards."""
 
-    def __init__(self, client: Redis, *, prefix: str) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, prefix: str) -> None:
         self._r = client
         self._p = prefix
 
@@ -329,9 +352,7 @@ class RedisDedupStore:
                 adds.append(len(commands))
                 commands.append(("SADD", key, *users[s : s + _CHUNK]))
             until = _GRACE_MS + (
-                max(expires_at_ms)
-                if len(groups) == 1
-                else max(expires_at_ms[i] for i in positions)
+                max(expires_at_ms) if len(groups) == 1 else max(expires_at_ms[i] for i in positions)
             )
             commands.append(("PEXPIREAT", key, until, "NX"))
             commands.append(("PEXPIREAT", key, until, "GT"))
@@ -397,9 +418,19 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-def redis_client(url: str, *, password: str | None, socket_timeout_s: float) -> Redis:
+def redis_client(
+    url: str, *, password: str | None, socket_timeout_s: float, cluster: bool = False
+) -> Redis | RedisCluster:
     """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``):
-    hiredis parses the replies and packs the commands."""
+    hiredis parses the replies and packs the commands. With ``cluster``, a Redis Cluster
+    client seeded from ``url`` (every key the adapters use names one slot)."""
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            password=password,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
     client = Redis.from_url(
         url,
         password=password,

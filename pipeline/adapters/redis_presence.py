@@ -28,7 +28,7 @@ from itertools import chain
 from typing import Any
 
 import h3.api.basic_int as h3i
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from pipeline.adapters.redis_index import _guard, bulk
 from pipeline.domain.models import Sighting
@@ -48,7 +48,7 @@ _PAGE = 300  # buckets read per pipeline
 class RedisPresenceStore:
     """:class:`pipeline.domain.ports.PresenceStore` on Redis."""
 
-    def __init__(self, client: Redis, *, prefix: str, window_ms: int) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, prefix: str, window_ms: int) -> None:
         self._r = client
         self._p = prefix
         self._window_ms = window_ms

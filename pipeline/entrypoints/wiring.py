@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from pipeline.adapters.census import CensusGazetteer
 from pipeline.adapters.cover_cache import DiskCoverCache
@@ -21,12 +21,19 @@ from pipeline.domain.targeting import cover_alert
 from pipeline.settings import Settings
 
 
-def make_redis(settings: Settings) -> Redis:
+def make_redis(settings: Settings) -> Redis | RedisCluster:
     r = settings.redis
-    return redis_client(r.url, password=r.resolved_password(), socket_timeout_s=r.socket_timeout_s)
+    return redis_client(
+        r.url,
+        password=r.resolved_password(),
+        socket_timeout_s=r.socket_timeout_s,
+        cluster=r.cluster,
+    )
 
 
-def make_index(settings: Settings, client: Redis) -> tuple[RedisCellIndex, RedisDedupStore]:
+def make_index(
+    settings: Settings, client: Redis | RedisCluster
+) -> tuple[RedisCellIndex, RedisDedupStore]:
     prefix = settings.redis.key_prefix
     return (
         RedisCellIndex(client, prefix=prefix, resolution=settings.match.resolution),

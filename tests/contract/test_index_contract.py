@@ -1,5 +1,6 @@
-"""One contract, two implementations: the Redis index (on the real server) and its
-in-process twin. Every test runs against both."""
+"""One contract, two implementations: the Redis index and its in-process twin. Every test
+runs against the twin, the real server and a real Redis Cluster (where every key must
+work unchanged)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import h3.api.basic_int as h3i
 import pytest
 
 from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
-from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
-from pipeline.domain.cards import ActiveAlert
+from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore
 from pipeline.errors import IndexNotBuilt
-from tests.support.services import Services
+from tests.support.factories import make_active_alert
 
 RES = 9
 AUSTIN = (30.2672, -97.7431)
@@ -25,24 +25,8 @@ Body = Callable[[Any, Any], Awaitable[None]]
 Runner = Callable[..., None]
 
 
-def active(key: str = "s|a1", version: int = 1, status: str = "Actual") -> ActiveAlert:
-    return ActiveAlert(
-        key=key,
-        alert_id=key.split("|")[1],
-        sender=key.split("|", maxsplit=1)[0],
-        message_id=key.split("|")[1],
-        version=version,
-        status=status,
-        sent_ms=version,
-        expires_ms=None,
-        priority=100,
-        locale="en-US",
-        card={"headline": f"v{version}"},
-    )
-
-
-@pytest.fixture(params=["memory", "redis"])
-def run(request: pytest.FixtureRequest) -> Runner:
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Runner:
     """Runs ``body(index, dedup)`` on a fresh event loop against one implementation."""
 
     def runner(body: Body, built: bool = True) -> None:
@@ -53,8 +37,7 @@ def run(request: pytest.FixtureRequest) -> Runner:
                     await index.mark_built()
                 await body(index, MemoryDedupStore())
                 return
-            services: Services = request.getfixturevalue("services")
-            client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
+            client = connect(request.param)
             prefix = f"ct{uuid.uuid4().hex[:8]}"
             try:
                 index = RedisCellIndex(client, prefix=prefix, resolution=RES)
@@ -76,7 +59,7 @@ def cell(latlon: tuple[float, float], res: int = RES) -> int:
 def test_alert_is_found_through_a_coarse_compact_cell(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         coarse = h3i.cell_to_parent(cell(AUSTIN), 5)
-        await index.put_alert(active(), frozenset({coarse}))
+        await index.put_alert(make_active_alert(), frozenset({coarse}))
         hits = await index.alerts_at([cell(AUSTIN), cell(HOUSTON)])
         assert [a.key for a in hits[0]] == ["s|a1"]
         assert hits[1] == []
@@ -86,8 +69,8 @@ def test_alert_is_found_through_a_coarse_compact_cell(run: Runner) -> None:
 
 def test_update_replaces_the_cover_and_the_content(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
-        await index.put_alert(active(version=1), frozenset({cell(AUSTIN)}))
-        await index.put_alert(active(version=2), frozenset({cell(HOUSTON)}))
+        await index.put_alert(make_active_alert(version=1), frozenset({cell(AUSTIN)}))
+        await index.put_alert(make_active_alert(version=2), frozenset({cell(HOUSTON)}))
         hits = await index.alerts_at([cell(AUSTIN), cell(HOUSTON)])
         assert hits[0] == []
         assert [(a.version, a.card["headline"]) for a in hits[1]] == [(2, "v2")]
@@ -97,7 +80,7 @@ def test_update_replaces_the_cover_and_the_content(run: Runner) -> None:
 
 def test_removed_alert_is_never_matched_again(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
-        await index.put_alert(active(), frozenset({cell(AUSTIN)}))
+        await index.put_alert(make_active_alert(), frozenset({cell(AUSTIN)}))
         assert await index.remove_alert("s|a1") is True
         assert await index.alerts_at([cell(AUSTIN)]) == [[]]
         assert await index.get_alert("s|a1") is None
@@ -109,8 +92,8 @@ def test_removed_alert_is_never_matched_again(run: Runner) -> None:
 def test_overlapping_alerts_are_both_returned_once(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         c = cell(AUSTIN)
-        await index.put_alert(active("s|a1"), frozenset({h3i.cell_to_parent(c, 3), c}))
-        await index.put_alert(active("s|a2"), frozenset({h3i.cell_to_parent(c, 7)}))
+        await index.put_alert(make_active_alert("s|a1"), frozenset({h3i.cell_to_parent(c, 3), c}))
+        await index.put_alert(make_active_alert("s|a2"), frozenset({h3i.cell_to_parent(c, 7)}))
         [hits] = await index.alerts_at([c])
         assert sorted(a.key for a in hits) == ["s|a1", "s|a2"]
         assert sorted(a.key for a in await index.active_alerts()) == ["s|a1", "s|a2"]
@@ -121,7 +104,7 @@ def test_overlapping_alerts_are_both_returned_once(run: Runner) -> None:
 def test_cells_finer_than_the_index_resolution_are_refused(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
         with pytest.raises(ValueError, match="finer"):
-            await index.put_alert(active(), frozenset({cell(AUSTIN, RES + 1)}))
+            await index.put_alert(make_active_alert(), frozenset({cell(AUSTIN, RES + 1)}))
 
     run(body)
 
@@ -168,7 +151,7 @@ def test_an_index_that_lost_its_contents_refuses_to_match(run: Runner) -> None:
 
 def test_only_one_of_two_removals_reports_the_removal(run: Runner) -> None:
     async def body(index: Any, _: Any) -> None:
-        await index.put_alert(active(), frozenset({cell(AUSTIN)}))
+        await index.put_alert(make_active_alert(), frozenset({cell(AUSTIN)}))
         first, second = await asyncio.gather(index.remove_alert("s|a1"), index.remove_alert("s|a1"))
         assert sorted([first, second]) == [False, True]
 

@@ -1,4 +1,5 @@
-"""The presence store contract, on Redis (real server) and on the in-process twin."""
+"""The presence store contract, on the in-process twin, the real Redis server and a real
+Redis Cluster."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ import h3.api.basic_int as h3i
 import pytest
 
 from pipeline.adapters.memory import MemoryPresenceStore
-from pipeline.adapters.redis_index import redis_client
 from pipeline.adapters.redis_presence import RedisPresenceStore
 from pipeline.domain.models import Sighting
-from tests.support.services import Services
 
 RES = 10
 WINDOW = 30 * 60_000
@@ -25,15 +24,14 @@ DALLAS = (32.7767, -96.7970)
 Body = Callable[[Any], Awaitable[None]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Callable[[Body], None]:
     def runner(body: Body) -> None:
         async def main() -> None:
             if request.param == "memory":
                 await body(MemoryPresenceStore(window_ms=WINDOW))
                 return
-            services: Services = request.getfixturevalue("services")
-            client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
+            client = connect(request.param)
             try:
                 prefix = f"pc{uuid.uuid4().hex[:8]}"
                 await body(RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW))

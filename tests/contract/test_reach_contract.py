@@ -1,5 +1,5 @@
-"""One contract, two implementations: the Redis reach store (on the real server) and its
-in-process twin. Every test runs against both."""
+"""One contract, two implementations: the Redis reach store and its in-process twin. Every
+test runs against the twin, the real server and a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ from pipeline.adapters.reach import (
     ReachTracker,
     RedisReachStore,
 )
-from pipeline.adapters.redis_index import redis_client
 from pipeline.errors import IndexUnavailable
 from tests.support.factories import now_ms
-from tests.support.services import Services
 
 Body = Callable[[ReachStore], Awaitable[None]]
 HOUR_MS = 3600 * 1000
@@ -47,8 +45,8 @@ def facts(
     )
 
 
-@pytest.fixture(params=["memory", "redis"])
-def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Callable[[Body], None]:
     """Runs ``body(store)`` on a fresh event loop against one implementation."""
 
     def runner(body: Body) -> None:
@@ -56,8 +54,7 @@ def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
             if request.param == "memory":
                 await body(MemoryReachStore())
                 return
-            services: Services = request.getfixturevalue("services")
-            client = redis_client(services.redis_url, password=None, socket_timeout_s=5)
+            client = connect(request.param)
             try:
                 await body(RedisReachStore(client, prefix=f"rc{uuid.uuid4().hex[:8]}"))
             finally:

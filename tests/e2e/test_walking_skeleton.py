@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from shapely.geometry import Point
 from shapely.geometry import Polygon as ShapelyPolygon
 
 from pipeline.adapters.kafka_tools import ensure_topics
-from pipeline.settings import Settings
+from pipeline.settings import RedisSettings, Settings
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, now_ms
 from tests.support.kafka import collect, produce, produce_json, values
@@ -56,6 +57,20 @@ def crowd(n: int, seed: int) -> list[tuple[str, float, float]]:
         )
         for i in range(n)
     ]
+
+
+def locations_consumed(worker: WorkerProcess) -> float:
+    """Location events the worker has finished matching (and recorded as present): those
+    consumed, once every batch it started has finished."""
+    text = worker.metrics_text()
+
+    def sample(name: str) -> float:
+        pattern = rf'^{name}\{{topic="locations"\}} (\S+)$'
+        return sum(float(v) for v in re.findall(pattern, text, flags=re.M))
+
+    started = sample("alertfeed_batch_events_count")
+    finished = sample("alertfeed_batch_duration_seconds_count")
+    return sample("alertfeed_events_in_total") if started == finished else 0.0
 
 
 def start(settings: Settings, start_worker: Callable[[Settings], WorkerProcess]) -> WorkerProcess:
@@ -167,3 +182,55 @@ def test_malformed_events_are_dead_lettered_and_good_events_still_flow(
     text = worker.metrics_text()
     for line in expected:
         assert line in text
+
+
+def test_the_worker_runs_unchanged_on_a_redis_cluster(
+    make_settings: Callable[..., Settings],
+    redis_cluster: str,
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """Every key names one slot: the same worker on a three-master Redis Cluster cards the
+    users already present (fan-out) and those who report later, each exactly once."""
+    base = make_settings()
+    settings = make_settings(
+        redis=RedisSettings(url=redis_cluster, cluster=True, key_prefix=base.redis.key_prefix)
+    )
+    worker = start(settings, start_worker)
+    shape = ShapelyPolygon([(lon, lat) for lat, lon in AUSTIN])
+    users = crowd(600, seed=7)
+    inside = {
+        u
+        for u, lat, lon in users
+        if shape.contains(Point(lon, lat)) and metres_to_boundary(shape, lat, lon) >= MARGIN_M
+    }
+    early, late = users[:300], users[300:]
+    ts = now_ms()
+    produce_json(
+        settings,
+        settings.topics.locations,
+        [(u, {"user_id": u, "lat": lat, "lon": lon, "ts": ts}) for u, lat, lon in early],
+    )
+    # The worker has recorded them as present before the alert comes.
+    deadline = time.monotonic() + 60
+    while locations_consumed(worker) < len(early):
+        assert time.monotonic() < deadline, "the worker did not consume the early locations"
+        time.sleep(0.2)
+    publish_alert(settings, make_alert_json(polygons=[AUSTIN], sender=TEST_SENDER))
+    produce_json(
+        settings,
+        settings.topics.locations,
+        [(u, {"user_id": u, "lat": lat, "lon": lon, "ts": ts + 1}) for u, lat, lon in late],
+    )
+    cards = values(
+        collect(
+            settings,
+            settings.topics.interstitials,
+            until=lambda r: inside <= {orjson.loads(x.value)["user_id"] for x in r},
+            timeout_s=90,
+            settle_s=3,
+        )
+    )
+    per_user = Counter(c["user_id"] for c in cards)
+    assert set(per_user) >= inside and max(per_user.values()) == 1
+    early_inside = inside & {u for u, _, _ in early}
+    assert early_inside and early_inside <= set(per_user)  # reached without reporting again

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipeline.domain.cards import ActiveAlert
+
 _seq = itertools.count(1)
 
 
@@ -109,3 +111,23 @@ def make_cap_xml(
     <area><areaDesc>Statewide</areaDesc>{areas}</area>
   </info>
 </alert>""".encode()
+
+
+def make_active_alert(
+    key: str = "s|a1", version: int = 1, status: str = "Actual", expires_ms: int | None = None
+) -> ActiveAlert:
+    """An installed alert as the cell index holds it; ``key`` is ``sender|identifier``."""
+    sender, _, identifier = key.partition("|")
+    return ActiveAlert(
+        key=key,
+        alert_id=identifier,
+        sender=sender,
+        message_id=identifier,
+        version=version,
+        status=status,
+        sent_ms=version,
+        expires_ms=expires_ms,
+        priority=100,
+        locale="en-US",
+        card={"headline": f"v{version}"},
+    )
