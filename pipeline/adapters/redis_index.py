@@ -86,9 +86,8 @@ async def bulk(client: Redis | RedisCluster, commands: Sequence[tuple[Any, ...]]
     One connection, one deadline of the client's socket timeout per 10,000 commands (on
     Redis Cluster, a cluster pipeline instead: every command names one key; its replies
     pass redis-py's callbacks, which give the same values in other types, such as bools
-    for SMISMEMBER's 0/1). A
-    reply error, timeout or broken connection raises (as redis-py errors) and closes the
-    connection, so no half-read replies go back to the pool."""
+    for SMISMEMBER's 0/1). A reply error, timeout or broken connection raises (as redis-py
+    errors) and closes the connection, so no half-read replies go back to the pool."""
     if not commands:
         return []
     if isinstance(client, RedisCluster):  # its pipeline splits the commands by node
