@@ -2,15 +2,14 @@
 log contracts, and in agreement with a real worker on the set of (user, alert) pairs for
 the same simulated log.
 
-The full-size check (100k users, one hour) runs in ``make bench`` (tests/bench/
-bench_replay.py); here the logs are small enough for the normal suite.
+The logs here are small, for fast feedback; test_full_size_replay.py makes the same
+checks on a simulated hour of 100k users.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters.eventlog import LoggedRecord, in_event_time_order, read_log
-from pipeline.adapters.kafka_tools import DeliveryProducer, ensure_topics
+from pipeline.adapters.eventlog import encode_record, json_record, read_log, retime_record
+from pipeline.adapters.kafka_tools import ensure_topics
 from pipeline.domain.scenario import DEFAULT_SENDER
+from pipeline.entrypoints import replay
 from pipeline.entrypoints.replay import replay_offline
 from pipeline.entrypoints.simulate import simulate_to
 from pipeline.settings import PolicySettings, Settings
 from tests.support.kafka import collect
+from tests.support.live_replay import replay_to_worker
 from tests.support.schemas import assert_valid
 from tests.support.worker import WorkerProcess
 
@@ -89,23 +90,88 @@ def test_a_shuffled_log_replays_like_the_ordered_one(tmp_path: Path) -> None:
     assert pairs(tmp_path / "a.jsonl") == pairs(tmp_path / "b.jsonl")
 
 
+def test_a_log_found_out_of_order_late_replays_byte_for_byte_like_the_ordered_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay reads a log in one pass, taking it to be in order; a record out of order
+    near the end makes it start over, ordering the log first: the output must not show it."""
+    log, moved = tmp_path / "sim.jsonl", tmp_path / "moved.jsonl"
+    simulate_to(log, 300, 600, 2, 5, START, report_every_s=20)
+    lines = log.read_bytes().splitlines(keepends=True)
+    times = [orjson.loads(line)["ts"] for line in lines]
+    # A location alone at its ts, moved near the end: sorted, it is back in its place.
+    middle = next(
+        i
+        for i in range(len(lines) // 2, len(lines))
+        if times.count(times[i]) == 1 and b'"topic":"locations"' in lines[i]
+    )
+    moved.write_bytes(
+        b"".join(lines[:middle] + lines[middle + 1 : -5] + [lines[middle]] + lines[-5:])
+    )
+    first = replay_offline(SIMULATION, log, tmp_path / "a.jsonl.zst")
+    with caplog.at_level(logging.INFO, logger="pipeline.entrypoints.replay"):
+        second = replay_offline(SIMULATION, moved, tmp_path / "b.jsonl.zst")
+    assert "read again in event-time order" in caplog.text  # after a first, dropped output
+    assert (tmp_path / "a.jsonl.zst").read_bytes() == (tmp_path / "b.jsonl.zst").read_bytes()
+    assert (first.locations, first.alerts, first.batches, first.produced) == (
+        second.locations,
+        second.alerts,
+        second.batches,
+        second.produced,
+    )
+    assert first.produced["interstitials"] > 0
+
+
+def edge_of_the_window(sim: Path, path: Path, window_ms: int) -> str:
+    """A log where a user is last seen exactly ``window_ms`` before an alert that comes at
+    a time the in-process stores forget (the one case where forgetting could show), made
+    from the simulated log ``sim``; returns that user."""
+    records = list(read_log(sim))
+    alert = next(r for r in records if r.topic == "alerts")
+    replay_offline(SIMULATION, sim, path)  # whom the first alert's fan-out cards, and where
+    cards = [orjson.loads(r.value or b"") for r in read_log(path) if r.topic == "interstitials"]
+    user = min(c["user_id"] for c in cards if c["created_ms"] == alert.ts)
+    seen = [r for r in records if r.topic == "locations" and r.key == user.encode()]
+    where = orjson.loads(next(r for r in reversed(seen) if r.ts < alert.ts).value or b"")
+    at = START + 2 * window_ms  # a tick; the first is 5 s after the log starts, then 60 s on
+    start = at - window_ms - 65_000
+    lines = [
+        json_record("locations", t, "far", {"user_id": "far", "lat": 1.5, "lon": 1.5, "ts": t})
+        for t in range(start, at + 10_000, 1000)
+        if t != at
+    ]
+    seen_at = at - window_ms
+    lines.insert(
+        (seen_at - start) // 1000,
+        json_record("locations", seen_at, user, {**where, "ts": seen_at, "user_id": user}),
+    )
+    lines.insert((at - start) // 1000, encode_record(retime_record(alert, at - alert.ts, "alerts")))
+    path.write_bytes(b"".join(lines))
+    return user
+
+
+def test_when_the_presence_store_forgets_never_shows_in_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process presence store forgets less often than the dedup store (a scan of
+    every user), but whenever that could change a card; as often, the output is the same."""
+    sim, edge = tmp_path / "sim.jsonl", tmp_path / "edge.jsonl"
+    simulate_to(sim, 300, 300, 2, 1, START, report_every_s=30)
+    user = edge_of_the_window(sim, edge, int(SIMULATION.match.freshness_s * 1000))
+    outputs = []
+    for every in (replay.FORGET_EVERY_MS, replay.PRESENCE_FORGET_EVERY_MS):
+        monkeypatch.setattr(replay, "PRESENCE_FORGET_EVERY_MS", every)
+        for log in (sim, edge):
+            replay_offline(SIMULATION, log, tmp_path / "out.jsonl")
+            outputs.append((tmp_path / "out.jsonl").read_bytes())
+    assert outputs[:2] == outputs[2:]
+    assert pairs(tmp_path / "out.jsonl") == set()  # forgotten at the alert's very time
+    monkeypatch.setattr(replay, "FORGET_EVERY_MS", 10**15)
+    replay_offline(SIMULATION, edge, tmp_path / "out.jsonl")
+    assert {u for u, _ in pairs(tmp_path / "out.jsonl")} == {user}  # never forgotten
+
+
 # -- agreement with the live pipeline ----------------------------------------------------------
-def metric(worker: WorkerProcess, name: str) -> float:
-    """Sum of the samples of ``name`` (any labels) in the worker's /metrics."""
-    with urllib.request.urlopen(f"{worker.base_url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", re.M)
-    return sum(float(v) for v in pattern.findall(text))
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"worker did not finish {what} within {timeout_s:.0f}s")
-        time.sleep(0.1)
-
-
 @pytest.mark.integration
 def test_offline_replay_agrees_with_a_real_worker_on_who_gets_which_alert(
     make_settings: Callable[..., Settings],
@@ -124,42 +190,8 @@ def test_offline_replay_agrees_with_a_real_worker_on_who_gets_which_alert(
     assert summary.produced["lifecycle"] == summary.alerts and len(expected) > 50
 
     worker = start_worker(settings)
-    producer = DeliveryProducer(settings)
-    sent = {"locations": 0, "alerts": 0, "fanned_out": 0}
-
-    def publish(records: list[LoggedRecord], topic: str) -> None:
-        for record in records:
-            producer.send(getattr(settings.topics, topic), record.value, key=record.key)
-        producer.flush()
-        sent[topic] += len(records)
-
-    def locations_done() -> bool:
-        consumed = metric(worker, "alertfeed_events_in_total") - sent["alerts"]
-        started = metric(worker, "alertfeed_batch_events_count")
-        finished = metric(worker, "alertfeed_batch_duration_seconds_count")
-        return consumed >= sent["locations"] and started == finished
-
-    # Same order as offline: every location before an alert is processed before it, and
-    # every alert (with its fan-out) before the locations after it.
-    pending: list[LoggedRecord] = []
-    for item in in_event_time_order(log):
-        if item.record.topic == "locations":
-            pending.append(item.record)
-            continue
-        publish(pending, "locations")
-        pending = []
-        wait_for(locations_done, "locations")
-        publish([item.record], "alerts")
-        sent["fanned_out"] += b"<msgType>Cancel</msgType>" not in (item.record.value or b"")
-        wait_for(
-            lambda: (
-                metric(worker, "alertfeed_alert_lifecycle_total") >= sent["alerts"]
-                and metric(worker, "alertfeed_fanout_duration_seconds_count") >= sent["fanned_out"]
-            ),
-            "an alert",
-        )
-    publish(pending, "locations")
-    wait_for(locations_done, "locations")
+    fed = replay_to_worker(settings, worker, log)
+    assert (fed.locations, fed.alerts) == (summary.locations, summary.alerts)
 
     cards = collect(
         settings,
@@ -170,3 +202,4 @@ def test_offline_replay_agrees_with_a_real_worker_on_who_gets_which_alert(
     )
     live = {(c["user_id"], c["alert_id"]) for c in map(orjson.loads, (r.value for r in cards))}
     assert live == expected, (len(live - expected), len(expected - live))
+    assert len(cards) == len(live), "some pair got more than one card"
