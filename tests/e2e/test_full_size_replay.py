@@ -17,14 +17,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.adapters.eventlog import read_log
 from pipeline.adapters.kafka_tools import ensure_topics
 from pipeline.domain.scenario import DEFAULT_SENDER
 from pipeline.entrypoints.replay import replay_offline
 from pipeline.entrypoints.simulate import simulate_to
 from pipeline.settings import MatchSettings, PolicySettings, Settings
 from tests.support.kafka import collect
-from tests.support.live_replay import replay_to_worker, scrape
+from tests.support.live_replay import card_pairs, replay_to_worker, scrape
 from tests.support.worker import WorkerProcess
 
 USERS = 100_000
@@ -34,15 +33,6 @@ SEED = 21
 # Longer than the log plus anything this test can take (its timeout), so that the live
 # worker, which judges freshness by its wall clock, finds every location of the log fresh.
 FRESHNESS_S = 4 * 3600.0
-
-
-def pairs(path: Path) -> set[tuple[str, str]]:
-    return {
-        (card["user_id"], card["alert_id"])
-        for record in read_log(path)
-        if record.topic == "interstitials" and record.value is not None
-        for card in [orjson.loads(record.value)]
-    }
 
 
 @pytest.mark.integration
@@ -94,7 +84,7 @@ def test_a_100k_user_hour_replays_offline_deterministically_and_like_a_real_work
     replay_offline(settings, log, second)
     timed("offline replay 2", began)
     assert first.read_bytes() == second.read_bytes(), "two offline replays differ"
-    expected = pairs(first)
+    expected = card_pairs(first)
     assert summary.locations == simulated.locations
     assert summary.produced["lifecycle"] == 3 * ALERTS
     assert summary.produced["interstitials"] == len(expected) > 10_000  # one card per pair
@@ -103,7 +93,7 @@ def test_a_100k_user_hour_replays_offline_deterministically_and_like_a_real_work
     assert base.match.freshness_s == MatchSettings().freshness_s  # the default, 30 minutes
     replay_offline(base, log, tmp_path / "offline-default-window.jsonl.zst")
     timed("offline replay, default window", began)
-    assert pairs(tmp_path / "offline-default-window.jsonl.zst") == expected
+    assert card_pairs(tmp_path / "offline-default-window.jsonl.zst") == expected
 
     worker = start_worker(settings)
     live = replay_to_worker(settings, worker, log, stall_timeout_s=120)

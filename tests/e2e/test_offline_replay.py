@@ -26,21 +26,12 @@ from pipeline.entrypoints.replay import replay_offline
 from pipeline.entrypoints.simulate import simulate_to
 from pipeline.settings import PolicySettings, Settings
 from tests.support.kafka import collect
-from tests.support.live_replay import replay_to_worker
+from tests.support.live_replay import card_pairs, replay_to_worker
 from tests.support.schemas import assert_valid
 from tests.support.worker import WorkerProcess
 
 START = 1795400000000
 SIMULATION = Settings(policy=PolicySettings(allowed_senders=[DEFAULT_SENDER]))
-
-
-def pairs(path: Path) -> set[tuple[str, str]]:
-    return {
-        (card["user_id"], card["alert_id"])
-        for record in read_log(path)
-        if record.topic == "interstitials" and record.value is not None
-        for card in [orjson.loads(record.value)]
-    }
 
 
 def test_offline_replay_of_a_simulated_log_is_deterministic_and_follows_the_contracts(
@@ -66,7 +57,7 @@ def test_offline_replay_of_a_simulated_log_is_deterministic_and_follows_the_cont
         if record.topic == "lifecycle":
             states.append(value["state"])
     assert sorted(states) == ["cancelled"] * 3 + ["issued"] * 3 + ["updated"] * 3
-    assert len(pairs(first)) == summary.produced["interstitials"]  # one card per pair
+    assert len(card_pairs(first)) == summary.produced["interstitials"]  # one card per pair
 
 
 @given(seed=st.integers(min_value=0, max_value=2**32))
@@ -87,7 +78,7 @@ def test_a_shuffled_log_replays_like_the_ordered_one(tmp_path: Path) -> None:
     shuffled.write_bytes(b"".join(lines[1::2] + lines[0::2]))
     replay_offline(SIMULATION, log, tmp_path / "a.jsonl")
     replay_offline(SIMULATION, shuffled, tmp_path / "b.jsonl")
-    assert pairs(tmp_path / "a.jsonl") == pairs(tmp_path / "b.jsonl")
+    assert card_pairs(tmp_path / "a.jsonl") == card_pairs(tmp_path / "b.jsonl")
 
 
 def test_a_log_found_out_of_order_late_replays_byte_for_byte_like_the_ordered_one(
@@ -165,10 +156,10 @@ def test_when_the_presence_store_forgets_never_shows_in_the_output(
             replay_offline(SIMULATION, log, tmp_path / "out.jsonl")
             outputs.append((tmp_path / "out.jsonl").read_bytes())
     assert outputs[:2] == outputs[2:]
-    assert pairs(tmp_path / "out.jsonl") == set()  # forgotten at the alert's very time
+    assert card_pairs(tmp_path / "out.jsonl") == set()  # forgotten at the alert's very time
     monkeypatch.setattr(replay, "FORGET_EVERY_MS", 10**15)
     replay_offline(SIMULATION, edge, tmp_path / "out.jsonl")
-    assert {u for u, _ in pairs(tmp_path / "out.jsonl")} == {user}  # never forgotten
+    assert {u for u, _ in card_pairs(tmp_path / "out.jsonl")} == {user}  # never forgotten
 
 
 # -- agreement with the live pipeline ----------------------------------------------------------
@@ -186,7 +177,7 @@ def test_offline_replay_agrees_with_a_real_worker_on_who_gets_which_alert(
     simulate_to(log, 2000, 600, 3, 21, now - 660_000, report_every_s=60)
     offline = tmp_path / "offline.jsonl"
     summary = replay_offline(settings, log, offline)
-    expected = pairs(offline)
+    expected = card_pairs(offline)
     assert summary.produced["lifecycle"] == summary.alerts and len(expected) > 50
 
     worker = start_worker(settings)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
+from pipeline.adapters.eventlog import read_log
 from pipeline.adapters.eventorder import event_time_rows
 from pipeline.adapters.kafka_tools import DeliveryProducer
 from pipeline.settings import Settings
@@ -162,3 +165,13 @@ def replay_to_worker(
     catch_up()
     summary.total_s = time.monotonic() - started
     return summary
+
+
+def card_pairs(path: Path) -> set[tuple[str, str]]:
+    """The (user, alert) pairs of the interstitials in an event log."""
+    return {
+        (card["user_id"], card["alert_id"])
+        for record in read_log(path)
+        if record.topic == "interstitials" and record.value is not None
+        for card in [orjson.loads(record.value)]
+    }
