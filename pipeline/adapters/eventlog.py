@@ -37,7 +37,7 @@ import binascii
 import gzip
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -289,7 +289,7 @@ class EventLogWriter:
 _BLOCK_BYTES = 1 << 20
 
 
-def text_blocks(path: str | os.PathLike[str], start: int = 0) -> Iterator[bytes]:
+def text_blocks(path: str | os.PathLike[str], start: int = 0) -> Generator[bytes, None, None]:
     """The decompressed file from byte ``start`` on (0, or the offset of a newline), in
     blocks of whole lines, each line after a newline: a block is ``b"\n"`` and its lines
     joined by newlines. The lengths of the blocks add up to one more than the bytes read."""

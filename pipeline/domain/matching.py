@@ -23,14 +23,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, repeat
+from operator import attrgetter, le
 from typing import Any
 
 import h3.api.basic_int as h3i
 
 from pipeline.domain.cards import ActiveAlert, CardTemplate, card_expiry_ms
 from pipeline.domain.deadletter import RawEvent, dead_letter
-from pipeline.domain.locations import parse_location
+from pipeline.domain.locations import (
+    RawLocations,
+    parse_location,
+    parse_locations,
+    sightings_of,
+)
 from pipeline.domain.models import Sighting
 from pipeline.domain.policy import AudiencePolicy
 from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
@@ -82,28 +88,44 @@ class Matcher:
     async def match(self, events: Sequence[RawEvent]) -> MatchResult:
         result = MatchResult()
         now = self._clock_ms()
+        skew = self._skew_ms
+        # The whole batch at once, column by column, when every event has the common shape.
+        if isinstance(events, RawLocations):
+            values = events.values
+        else:
+            values = list(map(attrgetter("value"), events))
+        columns = parse_locations(values, now_ms=now, max_future_skew_ms=skew)
+        if columns is None:  # some event is unusual or bad: one by one, dead-lettering
+            columns = ([], [], [], [])
+            users, lats, lons, times = columns
+            for raw in events:
+                try:
+                    loc = parse_location(raw.value or b"", now_ms=now, max_future_skew_ms=skew)
+                except BadInput as exc:
+                    result.dead_letters.append(
+                        dead_letter(raw, exc, logical_topic="locations", now_ms=now)
+                    )
+                    continue
+                users.append(loc.user_id)
+                lats.append(loc.lat)
+                lons.append(loc.lon)
+                times.append(loc.ts)
+        users, lats, lons, times = columns
         oldest = now - self._freshness_ms
-        sightings: list[Sighting] = []
-        res = self._resolution
-        for raw in events:
-            try:
-                loc = parse_location(raw.value or b"", now_ms=now, max_future_skew_ms=self._skew_ms)
-            except BadInput as exc:
-                result.dead_letters.append(
-                    dead_letter(raw, exc, logical_topic="locations", now_ms=now)
-                )
-                continue
-            if loc.ts < oldest:
-                result.stale += 1
-                continue
-            cell = h3i.latlng_to_cell(loc.lat, loc.lon, res)
-            sightings.append(Sighting(loc.user_id, cell, loc.ts))
-        result.locations = len(sightings)
-        if not sightings:
+        if times and min(times) < oldest:  # older than the window: ignored, counted
+            fresh = list(map(le, repeat(oldest), times))
+            result.stale = fresh.count(False)
+            users, lats = list(compress(users, fresh)), list(compress(lats, fresh))
+            lons, times = list(compress(lons, fresh)), list(compress(times, fresh))
+        result.locations = len(users)
+        if not users:
             return result
-        covering = await self._index.alerts_at([s.cell for s in sightings])
+        cells = list(map(h3i.latlng_to_cell, lats, lons, repeat(self._resolution)))
+        sightings = sightings_of(users, cells, times)
+        covering = await self._index.alerts_at(cells)
         await self._presence.record(sightings)
-        await self._card(result, zip(sightings, covering, strict=True))
+        # Only the sightings under some alert can make a card (an empty list is false).
+        await self._card(result, compress(zip(sightings, covering, strict=True), covering))
         return result
 
     async def fan_out(

@@ -15,7 +15,9 @@ record being processed, and a sink that appends what the worker would have produ
 (interstitials, lifecycle events, dead letters) to an output log. Alerts are applied one
 by one; consecutive locations go in batches of ``settings.match.batch_size``, the clock
 reading the last ``ts`` of the batch. No wall clock, no randomness: the same log gives a
-byte-identical output.
+byte-identical output. The log is read in one pass, taken to be in event-time order and
+checked on the way; one that is not after all is replayed afresh, ordered first (with
+``--redis``, whose keys cannot start afresh, every log is ordered first).
 
 Caveat of ``--redis``: the Redis index expires alert records at their ``expires`` time by
 the wall clock, so an old log replayed against Redis without ``--retime``-style shifting
@@ -34,6 +36,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import compress, count, islice, repeat
+from operator import ge
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +52,11 @@ from pipeline.adapters.eventlog import (
     retime_record,
 )
 from pipeline.domain.deadletter import RawEvent
+from pipeline.domain.locations import RawLocations
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module to build its parser: keep that light
-    from pipeline.adapters.eventorder import LogRow
+    from pipeline.adapters.eventorder import LogBlock, TopicRun
     from pipeline.adapters.runtime import OutTopic, WorkerRuntime
     from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
 
@@ -127,9 +132,12 @@ def _fewer_collections() -> Iterator[None]:
     """Run the cyclic garbage collector less often meanwhile. The replay allocates millions
     of short-lived objects, nearly all freed by reference counting; at the default
     threshold the collector re-scans the long-lived ones (the presence store, the rows
-    read ahead) so often that it takes about a sixth of the run."""
+    read ahead) so often that it takes about a sixth of the run. Even at 10,000 it takes
+    a twentieth: a sighting replaced in the presence store frees an old object as it adds
+    a young one, so the young generation grows while the collector's count stands still,
+    to a whole store's worth scanned at every collection."""
     threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], 10_000), *threshold[1:])
+    gc.set_threshold(max(threshold[0], 100_000), *threshold[1:])
     try:
         yield
     finally:
@@ -139,34 +147,57 @@ def _fewer_collections() -> Iterator[None]:
 async def _replay_offline(
     settings: Settings, path: Path, out: Path, topic_map: dict[str, str], use_redis: bool
 ) -> OfflineSummary:
-    from pipeline.adapters.eventorder import event_time_blocks
+    from pipeline.adapters.eventorder import NotInOrder, event_time_blocks
 
-    clock = EventClock()
-    with EventLogWriter(out) as writer:
-        sink = LogSink(writer, clock)
-        runtime, forgetful = _offline_runtime(settings, sink, clock, use_redis)
-        replay = OfflineReplay(settings, runtime, clock, forgetful)
-        started = time.perf_counter()  # the replay itself, not the imports of the wiring
-        names: dict[str, str] = {}
+    names: dict[str, str] = {}
 
-        def kind(topic: str) -> str:
-            if topic not in names:
-                names[topic] = logical_name(topic, settings, topic_map)
-            return names[topic]
+    def kind(topic: str) -> str:
+        if topic not in names:
+            names[topic] = logical_name(topic, settings, topic_map)
+        return names[topic]
 
-        wanted = ("alerts", "locations")
-        await replay.run(event_time_blocks(path, keep=lambda t: kind(t) in wanted), kind)
-        replay.summary.produced = dict(sorted(sink.counts.items()))
-    replay.summary.elapsed_s = time.perf_counter() - started  # the output file closed too
-    return replay.summary
+    def wanted(topic: str) -> bool:
+        return kind(topic) in ("alerts", "locations")
+
+    # The log is read in one pass, taken to be in order as logs mostly are, and checked on
+    # the way; if it is not after all, that attempt is dropped and the log read again, with
+    # a first pass that orders it. Only in-process stores can start afresh like that.
+    started: float | None = None
+    for optimistic in (False,) if use_redis else (True, False):
+        clock = EventClock()
+        with EventLogWriter(out) as writer:  # truncates what a dropped attempt wrote
+            sink = LogSink(writer, clock)
+            runtime, forgetting = _offline_runtime(settings, sink, clock, use_redis)
+            replay = OfflineReplay(settings, runtime, clock, forgetting)
+            if started is None:  # the replay itself, not the imports of the wiring
+                started = time.perf_counter()
+            blocks = event_time_blocks(path, keep=wanted, optimistic=optimistic)
+            try:
+                await replay.run(blocks, kind)
+            except NotInOrder as exc:
+                log.info("log read again in event-time order reason=%s", exc)
+                continue
+            replay.summary.produced = dict(sorted(sink.counts.items()))
+        replay.summary.elapsed_s = time.perf_counter() - started  # the output file closed too
+        return replay.summary
+    raise AssertionError("the attempt without optimism raises no NotInOrder")
+
+
+@dataclass(slots=True)
+class Forgetting:
+    """The ``forget_before`` of the in-process stores, which keep memory bounded (none for
+    Redis, which expires its keys itself). See :class:`OfflineReplay` for when each runs."""
+
+    dedup: Callable[[int], int] | None = None
+    presence: Callable[[int], int] | None = None
 
 
 def _offline_runtime(
     settings: Settings, sink: LogSink, clock: EventClock, use_redis: bool
-) -> tuple[WorkerRuntime, list[Callable[[int], int]]]:
+) -> tuple[WorkerRuntime, Forgetting]:
     """The worker's runtime (as ``pipeline.entrypoints.worker`` wires it) on the event clock,
-    with the in-process stores, or the configured Redis with ``use_redis``; and the
-    ``forget_before`` of the in-process stores, which keep memory bounded."""
+    with the in-process stores, or the configured Redis with ``use_redis``; and what the
+    in-process stores forget."""
     from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
     from pipeline.adapters.metrics import Metrics
     from pipeline.adapters.runtime import WorkerRuntime
@@ -185,107 +216,140 @@ def _offline_runtime(
         presence = RedisPresenceStore(
             redis, prefix=settings.redis.key_prefix, window_ms=freshness_ms
         )
-        forgetful: list[Callable[[int], int]] = []
+        forgetting = Forgetting()
     else:
         index = MemoryCellIndex(resolution=settings.match.resolution)
         memory_dedup = MemoryDedupStore()
         memory_presence = MemoryPresenceStore(window_ms=freshness_ms)
         dedup, presence = memory_dedup, memory_presence
-        forgetful = [memory_dedup.forget_before, memory_presence.forget_before]
+        forgetting = Forgetting(memory_dedup.forget_before, memory_presence.forget_before)
     matcher, ingest = make_services(settings, index, dedup, presence, clock)
-    return WorkerRuntime(matcher, ingest, Metrics(), sink, clock_ms=clock), forgetful
+    return WorkerRuntime(matcher, ingest, Metrics(), sink, clock_ms=clock), forgetting
 
 
-# RawEvent is frozen, so its __init__ sets every field through object.__setattr__: a third of
-# the cost of reading a location. The replay fills the slots with their own descriptors
-# instead, which builds the same object in half the time.
-_new = object.__new__
-_set_topic, _set_partition, _set_offset, _set_ts, _set_key, _set_value = (
-    RawEvent.__dict__[name].__set__ for name in RawEvent.__slots__
-)
+@dataclass(slots=True)
+class _Columns:
+    """The location batch being filled, as the columns of a RawLocations."""
 
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
 
-def _raw_event(  # noqa: PLR0917 - the field order of RawEvent itself
-    topic: str, partition: int, offset: int, ts: int, key: bytes | None, value: bytes | None
-) -> RawEvent:
-    """``RawEvent(topic, partition, offset, ts, key, value)``, faster."""
-    raw = _new(RawEvent)
-    _set_topic(raw, topic)
-    _set_partition(raw, partition)
-    _set_offset(raw, offset)
-    _set_ts(raw, ts)
-    _set_key(raw, key)
-    _set_value(raw, value)
-    return raw
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 # How often (event time) the in-process stores drop expired entries: a full scan, so not at
 # every tick. Redis expires them on time; a dedup record may thus outlive its expiry by up
 # to this much offline (it only matters for a card whose alert never expires, 24 h on).
 FORGET_EVERY_MS = 60_000
+# The presence store forgets at one of those times only every so often, or when it could
+# show: a scan of every user costs about as much as matching a minute of their locations.
+# Forgetting at B drops the users last seen at or before B - window. Only the fan-out reads
+# the store, asking for users seen at or after its own time - window: after B, only a
+# fan-out at B itself (an alert at B, just after the tick) could miss a user dropped then,
+# and forgetting later drops the same users and more, unseen.
+PRESENCE_FORGET_EVERY_MS = 600_000
 
 
 class OfflineReplay:
     """Feeds records, in event-time order, to a runtime the way the worker's agents and
     timers would: alerts one by one; locations in batches of ``match.batch_size``; the
     expiry tick at every ``match.expiry_check_s`` of event time that a record passes (once
-    per gap, at the last boundary before the record)."""
+    per gap, at the last boundary before the record). At a tick at least FORGET_EVERY_MS
+    after the last such, the in-process stores forget (the presence store not always, see
+    PRESENCE_FORGET_EVERY_MS)."""
 
     def __init__(
         self,
         settings: Settings,
         runtime: WorkerRuntime,
         clock: EventClock,
-        forgetful: list[Callable[[int], int]],
+        forgetting: Forgetting,
     ) -> None:
         self._runtime = runtime
-        self._forgetful = forgetful
+        self._forgetting = forgetting
         self._clock = clock
         self._real = settings.topics.by_logical_name()
         self._batch_size = settings.match.batch_size
+        self._batch = _Columns()
         self._tick_ms = max(1, int(settings.match.expiry_check_s * 1000))
         self._next_tick: int | None = None
-        self._forgotten_at = 0
-        self._batch: list[RawEvent] = []
+        self._due = -(2**64)  # the ts from which _tick_until has work: the first record's on
+        self._forgotten_at = self._presence_forgotten_at = 0
         self.summary = OfflineSummary()
 
-    async def run(self, blocks: Iterable[Iterable[LogRow]], logical: Callable[[str], str]) -> None:
+    async def run(self, blocks: Iterable[LogBlock], logical: Callable[[str], str]) -> None:
         """Process the rows of ``blocks`` (alerts and locations, in event-time order, as
         :func:`~pipeline.adapters.eventorder.event_time_blocks` gives them), ``logical``
         naming the logical topic of each row's topic; then the last batch."""
+        from pipeline.adapters.eventorder import TopicRun
+
         real = self._real
         batch_size = self._batch_size
         kinds: dict[str, str] = {}
-        next_tick = -(2**64)  # the first record sets the clock going
         for block in blocks:
-            for seq, topic, ts, key, value, _headers, partition, offset in block:
-                if ts >= next_tick:
-                    await self._tick_until(ts)
-                    next_tick = self._next_tick or 0
+            if isinstance(block, TopicRun):
+                topic = block.topic
                 kind = kinds.get(topic) or kinds.setdefault(topic, logical(topic))
-                raw = _raw_event(
-                    real[kind],
-                    0 if partition is None else partition,
-                    seq if offset is None else offset,
-                    ts,
-                    key,
-                    value,
-                )
                 if kind == "locations":
-                    self._batch.append(raw)
-                    if len(self._batch) >= batch_size:
+                    await self._locations(block)
+                    continue
+                block = block.rows()  # noqa: PLW2901 - the same rows, one by one
+            for seq, topic, ts, key, value, _headers, partition, offset in block:
+                if ts >= self._due:
+                    await self._tick_until(ts)
+                kind = kinds.get(topic) or kinds.setdefault(topic, logical(topic))
+                position = seq if offset is None else offset
+                partition_or_0 = 0 if partition is None else partition
+                if kind == "locations":
+                    batch = self._batch
+                    batch.partitions.append(partition_or_0)
+                    batch.offsets.append(position)
+                    batch.times.append(ts)
+                    batch.keys.append(key)
+                    batch.values.append(value)
+                    if len(batch) >= batch_size:
                         await self._flush()
                     continue
                 await self._flush()
                 self._clock.now_ms = ts
-                await self._runtime.on_alerts([raw])
+                await self._runtime.on_alerts(
+                    [RawEvent(real[kind], partition_or_0, position, ts, key, value)]
+                )
                 self.summary.alerts += 1
         await self._flush()
+
+    async def _locations(self, run: TopicRun) -> None:
+        """The rows of ``run``, locations, as the row-by-row loop of :meth:`run` would take
+        them: into batches, with the ticks due between them, but a stretch between two
+        ticks at a time."""
+        times = run.times
+        start, end = 0, len(times)
+        while start < end:
+            if times[start] >= self._due:
+                await self._tick_until(times[start])
+            # The first row from which the next tick is due: the stretch ends there.
+            due = map(ge, islice(times, start, None), repeat(self._due))
+            stop = next(compress(count(start), due), end)
+            while start < stop:  # into the batch, as much as it has room for
+                batch = self._batch
+                taken = min(stop, start + self._batch_size - len(batch))
+                batch.partitions += repeat(0, taken - start)
+                batch.offsets += range(run.first_seq + start, run.first_seq + taken)
+                batch.times += times[start:taken]
+                batch.keys += run.keys[start:taken]
+                batch.values += run.values[start:taken]
+                if len(batch) >= self._batch_size:
+                    await self._flush()
+                start = taken
 
     async def _tick_until(self, ts: int) -> None:
         """The expiry tick (and the stores' forgetting) due before a record at ``ts``."""
         if self._next_tick is None:
-            self._next_tick = ts - ts % self._tick_ms + self._tick_ms
+            self._next_tick = self._due = ts - ts % self._tick_ms + self._tick_ms
             return
         if ts < self._next_tick:
             return
@@ -293,17 +357,32 @@ class OfflineReplay:
         boundary = ts - ts % self._tick_ms
         self._clock.now_ms = boundary
         await self._runtime.on_tick()
-        self._next_tick = boundary + self._tick_ms
+        self._next_tick = self._due = boundary + self._tick_ms
         if boundary - self._forgotten_at >= FORGET_EVERY_MS:
             self._forgotten_at = boundary
-            for forget in self._forgetful:
-                forget(boundary)
+            forgetting = self._forgetting
+            if forgetting.dedup is not None:
+                forgetting.dedup(boundary)
+            # The record at ts, or one after it at the same ts, could be an alert at B only
+            # if ts is B (see PRESENCE_FORGET_EVERY_MS).
+            due = boundary - self._presence_forgotten_at >= PRESENCE_FORGET_EVERY_MS
+            if forgetting.presence is not None and (ts == boundary or due):
+                self._presence_forgotten_at = boundary
+                forgetting.presence(boundary)
 
     async def _flush(self) -> None:
         if not self._batch:
             return
-        batch, self._batch = self._batch, []
-        self._clock.now_ms = batch[-1].timestamp_ms
+        columns, self._batch = self._batch, _Columns()
+        self._clock.now_ms = columns.times[-1]
+        batch = RawLocations(
+            self._real["locations"],
+            columns.partitions,
+            columns.offsets,
+            columns.times,
+            columns.keys,
+            columns.values,
+        )
         await self._runtime.on_locations(batch)
         self.summary.locations += len(batch)
         self.summary.batches += 1

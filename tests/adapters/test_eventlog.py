@@ -8,9 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.adapters import eventorder
 from pipeline.adapters.eventlog import (
     LoggedRecord,
     decode_record,
@@ -20,6 +22,13 @@ from pipeline.adapters.eventlog import (
     parse_when,
     read_log,
     write_log,
+)
+from pipeline.adapters.eventorder import (
+    LogRow,
+    NotInOrder,
+    TopicRun,
+    event_time_blocks,
+    event_time_rows,
 )
 from pipeline.domain.cap import parse_cap
 from pipeline.domain.retime import retime_value, shift_iso
@@ -243,6 +252,81 @@ def test_a_bad_line_is_raised_when_its_turn_comes(tmp_path: Path) -> None:
     assert next(records).record == make_record()
     with pytest.raises(MalformedEvent, match="line 2"):
         next(records)
+
+
+def mixed_records(count: int) -> list[LoggedRecord]:
+    """Locations in event-time order, among them lines of every other kind."""
+    records = [
+        make_record(
+            orjson.dumps(
+                {"user_id": f"u{i}", "lat": 30.25, "lon": -97.75, "ts": 1795400000000 + i}
+            ),
+            ts=1795400000000 + i // 2,
+            key=f"u{i}".encode(),
+        )
+        for i in range(count)
+    ]
+    records[6] = make_record(b"<alert/>", topic="alerts", ts=records[6].ts, key=b"a")
+    records[9] = make_record(b"{}", topic="lifecycle", ts=records[9].ts, key=b"x")
+    records[11] = make_record(b'{"user_id": "spaced"}', ts=records[11].ts, key=None)
+    records[13] = make_record(ts=records[13].ts, headers=(("h", b"v"),), partition=2, offset=9)
+    return records
+
+
+def optimistic_rows(path: Path) -> list[LogRow]:
+    rows: list[LogRow] = []
+    for block in event_time_blocks(path, optimistic=True):
+        rows += block.rows() if isinstance(block, TopicRun) else block
+    return rows
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_an_optimistic_reading_of_a_log_in_order_gives_the_same_rows(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"log{suffix}"
+    write_log(path, mixed_records(40))
+    assert optimistic_rows(path) == list(event_time_rows(path))
+    # Simulated logs are mostly runs of locations: those come as columns.
+    write_log(path, mixed_records(40)[14:])
+    assert [type(block) for block in event_time_blocks(path, optimistic=True)] == [TopicRun]
+    assert optimistic_rows(path) == list(event_time_rows(path))
+
+
+def test_an_optimistic_reading_gives_up_on_a_log_out_of_order_or_with_a_bad_line(
+    tmp_path: Path,
+) -> None:
+    """It leaves both to the reading without optimism: that one sorts the log, or raises
+    the error before anything is read."""
+    records = mixed_records(40)
+    path = tmp_path / "log.jsonl"
+    write_log(path, records[1:] + records[:1])
+    with pytest.raises(NotInOrder):
+        optimistic_rows(path)
+    assert [row[0] for row in event_time_rows(path)][:3] == [0, 39, 1]  # ts, then position
+    path.write_bytes(b"".join(map(encode_record, records)) + b'{"topic": 5}\n')
+    with pytest.raises(NotInOrder):
+        optimistic_rows(path)
+    with pytest.raises(MalformedEvent, match="line 41"):
+        next(event_time_rows(path))
+
+
+def test_a_big_log_is_taken_apart_by_a_helper_process_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eventorder, "HELPER_MIN_BYTES", 0)  # every log is big
+    path = tmp_path / "log.jsonl.zst"
+    write_log(path, mixed_records(5000))
+    assert optimistic_rows(path) == list(event_time_rows(path))
+    blocks = event_time_blocks(path, optimistic=True)
+    next(blocks)
+    blocks.close()  # the helper, still writing, ends quietly
+    # A reader that fails leaves the log to be read again without optimism.
+    path.write_bytes(path.read_bytes()[:-100] + b"not zstd" * 20)
+    with pytest.raises(NotInOrder):
+        optimistic_rows(path)
+    with pytest.raises(zstandard.ZstdError):
+        list(event_time_rows(path))
 
 
 def test_shift_iso_keeps_the_style_of_the_original() -> None:

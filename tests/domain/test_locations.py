@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.domain.locations import location_from_json, parse_location
-from pipeline.domain.models import Location
+from pipeline.domain.deadletter import RawEvent
+from pipeline.domain.locations import (
+    RawLocations,
+    location_from_json,
+    parse_location,
+    parse_locations,
+    sightings_of,
+)
+from pipeline.domain.models import Location, Sighting
 from pipeline.errors import MalformedEvent
 
 NOW = 1_795_400_000_000
@@ -92,3 +99,73 @@ def test_parsing_reads_any_event_as_the_general_rules_do(
     assert outcome(lambda: parse_location(data, now_ms=NOW, max_future_skew_ms=300_000)) == outcome(
         lambda: location_from_json(orjson.loads(data), now_ms=NOW, max_future_skew_ms=300_000)
     )
+
+
+usual_events = st.fixed_dictionaries(
+    {
+        "user_id": st.from_regex(r"u[0-9]{1,3}", fullmatch=True),
+        "lat": st.floats(-90, 90),
+        "lon": st.floats(-180, 180),
+        "ts": st.integers(NOW - 10**6, NOW + 300_000),
+    },
+    optional={"accuracy_m": st.one_of(st.none(), st.floats(0, 1e6))},
+)
+odd_fields = st.dictionaries(
+    st.sampled_from(["user_id", "lat", "lon", "ts", "accuracy_m", "x"]),
+    st.one_of(numbers, st.text(max_size=3)),
+    min_size=1,
+)
+
+
+@given(
+    events=st.lists(usual_events, min_size=1, max_size=6),
+    odd=st.one_of(st.none(), st.tuples(st.integers(0, 5), odd_fields)),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_batch_read_at_once_reads_each_event_as_parse_location_does(
+    events: list[dict[str, object]], odd: tuple[int, dict[str, object]] | None
+) -> None:
+    """Usual events are read at once; with an odd one among them (valid or not), either
+    still at once, exactly as parse_location reads each, or not at all."""
+    if odd is not None:
+        index, fields = odd
+        events[index % len(events)] = {**events[index % len(events)], **fields}
+    values = [orjson.dumps(event) for event in events]
+    columns = parse_locations(values, now_ms=NOW, max_future_skew_ms=300_000)
+    if columns is None:
+        assert odd is not None
+        return
+    assert len(columns[0]) == len(values)
+    for value, read in zip(values, zip(*columns, strict=True), strict=True):
+        location = parse_location(value, now_ms=NOW, max_future_skew_ms=300_000)  # no raise
+        expected = (location.user_id, location.lat, location.lon, location.ts)
+        assert read == expected and list(map(type, read)) == list(map(type, expected))
+
+
+def test_a_batch_of_usual_events_is_read_at_once_and_any_odd_one_declines_it() -> None:
+    usual = [
+        {"user_id": "u1", "lat": 30.5, "lon": -97.25, "ts": NOW, "accuracy_m": 8.0},
+        {"user_id": "u2", "lat": -90.0, "lon": 180.0, "ts": NOW - 1},
+    ]
+    columns = parse_locations(list(map(orjson.dumps, usual)), now_ms=NOW, max_future_skew_ms=0)
+    assert columns == (["u1", "u2"], [30.5, -90.0], [-97.25, 180.0], [NOW, NOW - 1])
+    for odd in (
+        {"lat": 30},  # valid, but an int: parse_location reads it the general way
+        {"accuracy_m": -1.0},
+        {"ts": NOW + 1},
+        {"user_id": ""},
+    ):
+        values = [orjson.dumps(usual[0]), orjson.dumps({**usual[1], **odd})]
+        assert parse_locations(values, now_ms=NOW, max_future_skew_ms=0) is None
+    for bad in ([], [b"{oops"], [None], [b"[1]"]):
+        assert parse_locations(bad, now_ms=NOW, max_future_skew_ms=0) is None
+
+
+def test_sightings_and_raw_locations_are_the_objects_they_stand_for() -> None:
+    assert sightings_of(["u1", "u2"], [11, 12], [NOW, NOW + 1]) == [
+        Sighting("u1", 11, NOW),
+        Sighting("u2", 12, NOW + 1),
+    ]
+    raws = [RawEvent("t", 0, 7, NOW, b"k", b"{}"), RawEvent("t", 3, 8, NOW + 1, None, None)]
+    columns = RawLocations("t", [0, 3], [7, 8], [NOW, NOW + 1], [b"k", None], [b"{}", None])
+    assert (len(columns), list(columns), columns[1], columns[:1]) == (2, raws, raws[1], raws[:1])

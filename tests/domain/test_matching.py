@@ -10,6 +10,7 @@ import orjson
 from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
 from pipeline.domain.cards import ActiveAlert, event_id
 from pipeline.domain.deadletter import RawEvent
+from pipeline.domain.locations import RawLocations
 from pipeline.domain.matching import Matcher
 from pipeline.domain.policy import AudiencePolicy
 
@@ -176,3 +177,34 @@ def test_fan_out_never_recards_users_a_location_event_carded_before_or_during_it
     carded = asyncio.run(fan_out())
     assert len(carded) == len(set(carded))
     assert set(carded) == set(users) - {"u24999", "u20000"}
+
+
+def test_a_batch_held_as_columns_matches_like_the_same_events_one_by_one() -> None:
+    """Whether the batch is read at once (all usual) or one by one (a bad or odd event
+    among them), RawLocations and a list of the same RawEvents give the same result."""
+    usual = [
+        raw("u1", *AUSTIN, offset=1),
+        raw("u1", *AUSTIN, offset=2),  # carded once
+        raw("u2", 29.76, -95.37, offset=3),  # far away
+        raw("u3", *AUSTIN, ts=NOW - WINDOW - 1, offset=4),  # stale
+    ]
+    odd = [
+        *usual,
+        RawEvent("loc", 2, 41, NOW, b"k", b"{oops"),
+        RawEvent("loc", 0, 42, NOW, None, None),
+        raw("u4", 30, -97, offset=43),  # valid, an integer latitude: the general reading
+        raw("u5", *AUSTIN, offset=44),
+    ]
+    for events in (usual, odd):
+        columns = RawLocations(
+            "loc",
+            [e.partition for e in events],
+            [e.offset for e in events],
+            [e.timestamp_ms for e in events],
+            [e.key for e in events],
+            [e.value for e in events],
+        )
+        results = [asyncio.run(setup(alert()).match(batch)) for batch in (events, columns)]
+        assert results[0] == results[1]
+        assert results[0].stale == 1 and len(results[0].dead_letters) == 2 * (events is odd)
+        assert len(results[0].cards) == 1 + (events is odd)
