@@ -387,10 +387,9 @@ def _parsed_blocks(path: str | os.PathLike[str]) -> Generator[_Parsed, None, Non
         return
     # A plain child process, not multiprocessing's: that one runs the caller's main module
     # again in the child, which no script that replays a log expects.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (_ROOT, env.get("PYTHONPATH"))))
-    command = [sys.executable, "-c", _HELPER, os.fspath(path)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env) as helper:
+    # Run from the directory holding this package, so the child imports this very code.
+    command = [sys.executable, "-c", _HELPER, os.path.abspath(path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, cwd=_ROOT) as helper:
         out = cast("IO[bytes]", helper.stdout)
         with suppress(ImportError, AttributeError, OSError):  # Linux: room for a block more
             import fcntl
