@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench import bench_cover, bench_fanout, bench_replay  # noqa: E402
+from tests.bench import bench_cover, bench_fanout, bench_live, bench_replay  # noqa: E402
 from tests.bench.common import print_report  # noqa: E402
 from tests.support.services import external_services, load_localstack  # noqa: E402
 
@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
         bootstrap, redis_url = services.bootstrap_servers, services.redis_url
     try:
         bench_fanout.run(print_report, bootstrap, redis_url, users=100_000 if quick else 1_000_000)
+        print("== live worker throughput, through Faust")
+        bench_live.run(print_report, bootstrap, redis_url, locations=50_000 if quick else 200_000)
     finally:
         if stack is not None:
             stack.stop()
