@@ -5,22 +5,31 @@
     │   ├── MalformedEvent       bytes that do not parse or validate (JSON, XML, schema)
     │   ├── UnsupportedArea      an area that cannot be resolved to geometry
     │   ├── GuardrailExceeded    an alert over a configured limit (vertices, areas, cells)
-    │   └── PolicyRejected       valid, but not allowed (unknown sender, ...)
+    │   ├── PolicyRejected       valid, but not allowed (unknown sender, ...)
+    │   └── InternalFailure      handling this one message raised an unexpected exception
     ├── InfrastructureError      Kafka or Redis unavailable: retried with backoff, never dropped
     │   ├── IndexUnavailable     the cell index (Redis) failed
     │   │   └── IndexNotBuilt    the index lost its contents: rebuild from the alerts topic
     │   └── BrokerUnavailable    the Kafka broker failed
-    └── ConfigurationError       settings that cannot work; raised at start-up
+    ├── ConfigurationError       settings that cannot work; raised at start-up
+    └── InputFileError           a file named on the command line that cannot be read or
+                                 parsed; the CLI names it and the reason, and exits 1
 
 Adapters translate library errors into these with ``raise ... from exc``; nothing outside
 an adapter catches a library's own exception types.
+
+Only real Kafka and Redis failures are infrastructure. Any other exception while one
+message is handled (a codec lookup, a recursion limit, a third-party parser's surprise) is
+dead-lettered as :class:`InternalFailure`, so one message can never take others with it;
+an exception outside that per-message handling crashes the worker process, whose
+partitions are then redelivered (see ``pipeline.adapters.faust_app``).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-ReasonClass = Literal["malformed", "unsupported_area", "guardrail", "policy"]
+ReasonClass = Literal["malformed", "unsupported_area", "guardrail", "policy", "internal"]
 
 
 class AlertfeedError(Exception):
@@ -53,6 +62,19 @@ class PolicyRejected(BadInput):
     reason_class: ReasonClass = "policy"
 
 
+class InternalFailure(BadInput):
+    """Handling one message raised an exception that is none of ours: most likely a bug
+    that this message triggers. The message is dead-lettered with the exception's type and
+    text, like any bad input, and the rest of its batch goes on."""
+
+    reason_class: ReasonClass = "internal"
+
+    @classmethod
+    def of(cls, exc: BaseException) -> InternalFailure:
+        text = str(exc)
+        return cls(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
 class InfrastructureError(AlertfeedError):
     """A dependency is down or misbehaving. Retry with backoff; never drop the input."""
 
@@ -71,3 +93,10 @@ class BrokerUnavailable(InfrastructureError):
 
 class ConfigurationError(AlertfeedError):
     pass
+
+
+class InputFileError(AlertfeedError):
+    """A file given to a command (``publish``, ``expand``) is unreadable or malformed.
+
+    ``str(error)`` is one line: the file (and line, for JSON lines), then the reason.
+    """

@@ -144,6 +144,11 @@ class MatchSettings(BaseModel):
     max_vertices: int = Field(default=500_000, ge=3)
     max_shapes: int = Field(default=1_000, ge=1)
     max_cells: int = Field(default=3_000_000, ge=1)
+    # One alert message's parse + cover, in the worker's preparation process: CPU seconds
+    # (the kernel's RLIMIT_CPU) and, for a starved machine, wall-clock seconds. Past either
+    # the message is dead-lettered as a guardrail. A cold Texas cover takes 4-7 s.
+    alert_cpu_budget_s: float = Field(default=15.0, gt=0)
+    alert_wall_budget_s: float = Field(default=120.0, gt=0)
     # Computed covers kept on disk (`alertfeed covers warm` fills it); 0 MB turns it off.
     cover_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "alertfeed" / "covers"

@@ -10,15 +10,26 @@ worker beside this same app with a handler that does nothing. :class:`RawSchema`
 
 At least once: an agent acks a batch's events only after the runtime returned, i.e. after
 the batch's cards were acknowledged by Kafka and recorded (see :func:`acknowledge`).
+
+Crash-only: the runtime contains every failure of one message (dead letter) and retries
+every infrastructure failure. Anything that still escapes an agent or a timer is a bug
+outside any one message, and :func:`crash` ends the process at once, before Faust's
+supervisor could restart the agent in place over the batch it was handling (the restarted
+agent would ack later offsets, and their commit would skip that batch). Nothing more is
+committed; the partitions go to the restarted worker or a peer, which handles the batch
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from time import monotonic
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.sensors.monitor import Monitor
@@ -34,6 +45,37 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 GAUGE_INTERVAL_S = 5.0
+EXIT_CRASHED = 70  # EX_SOFTWARE: the supervisor (k8s, systemd, a test) restarts the worker
+
+
+def crash(where: str, exc: BaseException) -> NoReturn:
+    """End the worker process now, committing nothing more (see the module docstring).
+
+    The log line names the exception's type and where it was raised, not its text: that
+    may quote a user id or coordinates."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.critical(
+        "worker crashed, exiting without committing where=%s error_type=%s\n%s",
+        where,
+        type(exc).__name__,
+        frames,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CRASHED)
+
+
+def crash_only(where: str, step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``step`` for a Faust timer, ending the process on any exception it lets through."""
+
+    async def run() -> None:
+        try:
+            await step()
+        except Exception as exc:
+            crash(where, exc)
+
+    return run
 
 
 class RawSchema(faust.Schema[bytes | None, bytes | None]):
@@ -167,17 +209,26 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
 
     match = settings.match
 
+    # The bodies end the process on anything the runtime lets through, before Faust sees
+    # it: Faust's own agent-error handler commits the consumer's offsets, then restarts
+    # the agent in place.
     @app.agent(raw_topic(t.locations), name="alertfeed.match-locations")
     async def match_locations(stream: Any) -> None:
-        async for events in stream.noack_take(match.batch_size, within=match.batch_within_s):
-            await runtime.on_locations(location_batch(t.locations, events))
-            await acknowledge(stream, events)
+        try:
+            async for events in stream.noack_take(match.batch_size, within=match.batch_within_s):
+                await runtime.on_locations(location_batch(t.locations, events))
+                await acknowledge(stream, events)
+        except Exception as exc:
+            crash("agent match-locations", exc)
 
     @app.agent(raw_topic(t.alerts), name="alertfeed.ingest-alerts")
     async def ingest_alerts(stream: Any) -> None:
-        async for events in stream.noack_take(16, within=0.05):
-            await runtime.on_alerts([raw_event(e) for e in events])
-            await acknowledge(stream, events)
+        try:
+            async for events in stream.noack_take(16, within=0.05):
+                await runtime.on_alerts([raw_event(e) for e in events])
+                await acknowledge(stream, events)
+        except Exception as exc:
+            crash("agent ingest-alerts", exc)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -211,8 +262,10 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         for topic, messages in lag.items():
             runtime.metrics.consumer_lag.labels(topic).set(messages)
 
-    app.timer(GAUGE_INTERVAL_S, name="alertfeed.gauges")(refresh_gauges)
-    app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(runtime.on_tick)
+    app.timer(GAUGE_INTERVAL_S, name="alertfeed.gauges")(crash_only("gauges", refresh_gauges))
+    app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(
+        crash_only("expiry", runtime.on_tick)
+    )
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pipeline.adapters.kafka_tools import PRODUCER_DEFAULTS
+from pipeline.adapters.kafka_tools import DEAD_LETTER_MAX_BYTES, PRODUCER_DEFAULTS
 from pipeline.adapters.runtime import OutTopic
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
@@ -30,6 +30,7 @@ class _Batch:
         self.loop = loop
         self.remaining = size
         self.error: str | None = None
+        self.abandoned = False  # nobody waits for this batch any more
         self.done: asyncio.Future[None] = loop.create_future()
 
     def on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
@@ -40,7 +41,7 @@ class _Batch:
             self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
-        if self.done.done():
+        if self.done.done() or self.abandoned:
             return
         if self.error is None:
             self.done.set_result(None)
@@ -64,6 +65,9 @@ class ConfluentSink:
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
+                # Dead letters may be larger than the 1 MB default (each topic's own
+                # max.message.bytes still applies at the broker).
+                "message.max.bytes": DEAD_LETTER_MAX_BYTES + 64 * 1024,
             }
         )
         self._closed = threading.Event()
@@ -87,6 +91,11 @@ class ConfluentSink:
                     sent += 1
             except BufferError:
                 await asyncio.sleep(0.01)  # local queue full: wait for the broker
+            except KafkaException as exc:
+                # The caller publishes the whole batch again; what was queued may arrive
+                # twice, byte-identical.
+                batch.abandoned = True
+                raise BrokerUnavailable(f"produce to {name} refused: {exc}") from exc
         await batch.done
 
     def close(self, timeout_s: float = 30.0) -> None:

@@ -22,6 +22,12 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# A dead letter carries its message base64-encoded (4/3 of it) plus the reason: an input
+# record at the broker's default 1 MB limit must still fit, or dead-lettering it would
+# fail for ever and hold its partition up.
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
     """The topics alertfeed needs, with their configuration.
 
@@ -41,7 +47,15 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(t.locations, t.partitions, rf, config={"retention.ms": str(24 * 3600 * 1000)}),
         NewTopic(t.interstitials, t.partitions, rf, config={"retention.ms": week}),
         NewTopic(t.lifecycle, t.partitions, rf, config={"retention.ms": week}),
-        NewTopic(t.dlq, t.partitions, rf, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        NewTopic(
+            t.dlq,
+            t.partitions,
+            rf,
+            config={
+                "retention.ms": str(30 * 24 * 3600 * 1000),
+                "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+            },
+        ),
     ]
 
 

@@ -6,7 +6,14 @@ ids, cells, coordinates or alert ids (per-alert reach is served by ``alertfeed s
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -17,6 +24,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_start_time_seconds and friends: a worker that keeps restarting (crash-only,
+        # see pipeline.adapters.faust_app) shows as changes of its start time.
+        ProcessCollector(registry=r)
         self.events_in = Counter(
             "alertfeed_events_in_total", "Events consumed, by logical topic.", ["topic"], registry=r
         )
@@ -76,6 +86,11 @@ class Metrics:
             "alertfeed_location_to_card_seconds",
             "From a location event's timestamp to its card being acknowledged by the broker.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alerts_preparing = Gauge(
+            "alertfeed_alerts_preparing",
+            "Alert messages being parsed and covered right now (in the preparation process).",
             registry=r,
         )
         self.expansion_duration = Histogram(

@@ -4,6 +4,13 @@ The Faust agents hand raw batches here. Bad input is dead-lettered and counted; 
 infrastructure failure (Redis or Kafka down) is retried with capped exponential backoff
 for as long as it takes. The batch is not acknowledged meanwhile, so consumption stops:
 that is the backpressure, and nothing is dropped.
+
+Per-message isolation: any other exception while one message is handled is that
+message's, never its batch's. An alert message is handled alone anyway; a location batch
+that raises is handled again one event at a time, so that only the event that raises is
+dead-lettered (reason class ``internal``, logged at ERROR) and the others go through. What
+still escapes these methods is a bug outside any one message: the caller (the Faust app)
+then ends the worker process without committing, and its partitions are redelivered.
 """
 
 from __future__ import annotations
@@ -24,15 +31,17 @@ from pipeline.domain.ingest import AlertIngest, PreparedAlert
 from pipeline.domain.matching import Matcher, MatchResult
 from pipeline.errors import (
     BadInput,
-    BrokerUnavailable,
     IndexNotBuilt,
     IndexUnavailable,
     InfrastructureError,
+    InternalFailure,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Parse, admit and cover one alerts-topic message (CPU-bound; raises BadInput).
+Prepare = Callable[[bytes], Awaitable[list[PreparedAlert]]]
 OutTopic = Literal["interstitials", "lifecycle", "dlq"]
 # Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch waits
 # at most about this many chunks' time while a state-wide fan-out runs.
@@ -41,7 +50,8 @@ _FANOUT_HOLD = 10
 
 class Sink(Protocol):
     """Publishes to a logical output topic. Returns once the broker acknowledged every
-    record; raises BrokerUnavailable if any could not be delivered."""
+    record; raises BrokerUnavailable if any could not be delivered (and only for that:
+    anything else it raises is a bug)."""
 
     async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
@@ -62,8 +72,12 @@ class WorkerRuntime:
         max_backoff_s: float = 30.0,
         reach: ReachTracker | None = None,
         alert_log: Callable[[], list[RawEvent]] | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.clock_ms = clock_ms
+        # Off the event loop: a child process under a CPU budget in the worker
+        # (pipeline.adapters.preparation), a thread by default.
+        self._prepare = prepare or self._prepare_in_thread
         # Reads the whole alerts topic (blocking); None: the index cannot be rebuilt here.
         self._alert_log = alert_log
         self._rebuilding = asyncio.Lock()
@@ -87,7 +101,35 @@ class WorkerRuntime:
         m.events_in.labels("locations").inc(len(batch))
         m.batch_size.labels("locations").observe(len(batch))
         with m.batch_duration.labels("locations").time():
-            await self._retrying("match", lambda: self._match(batch))
+            try:
+                await self._retrying("match", lambda: self._match(batch))
+            except Exception as exc:
+                log.error(
+                    "location batch failed, retrying it event by event error_type=%s size=%d",
+                    type(exc).__name__,
+                    len(batch),
+                )
+                await self._match_one_by_one(batch)
+
+    async def _match_one_by_one(self, batch: Sequence[RawEvent]) -> None:
+        """Each event of a batch that raised, alone: the ones that raise again are
+        dead-lettered as ``internal``; cards already published for the batch are published
+        again byte-identical (they were not yet recorded), which consumers dedupe."""
+        for raw in batch:
+            try:
+                await self._retrying("match", lambda r=raw: self._match([r]))  # type: ignore[misc]
+            except Exception as exc:
+                # Location messages carry user ids and coordinates: the exception's text
+                # (which may quote them) goes onto the dead letter only, not into the log.
+                log.error(
+                    "location event dead-lettered topic=%s partition=%d offset=%d "
+                    "reason_class=internal error_type=%s",
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    type(exc).__name__,
+                )
+                await self._reject(raw, InternalFailure.of(exc), "locations")
 
     async def _match(self, batch: Sequence[RawEvent]) -> None:
         async with self._carding:
@@ -119,14 +161,13 @@ class WorkerRuntime:
     # -- alerts ----------------------------------------------------------------------------
     async def on_alerts(self, batch: Sequence[RawEvent]) -> None:
         self.metrics.events_in.labels("alerts").inc(len(batch))
-        loop = asyncio.get_running_loop()
         for raw in batch:
-            started = time.perf_counter()
             try:
-                # Parsing and covering are CPU-bound (seconds for a state): off the loop.
-                prepared = await loop.run_in_executor(None, self.ingest.prepare, raw.value or b"")
+                await self._ingest(raw)
             except BadInput as exc:
-                log.warning(
+                log_at = logging.ERROR if isinstance(exc, InternalFailure) else logging.WARNING
+                log.log(
+                    log_at,
                     "alert rejected topic=%s partition=%d offset=%d reason_class=%s reason=%s",
                     raw.topic,
                     raw.partition,
@@ -134,13 +175,41 @@ class WorkerRuntime:
                     exc.reason_class,
                     exc,
                 )
-                record = dead_letter(raw, exc, logical_topic="alerts", now_ms=self.clock_ms())
-                await self._retrying("dead-letter", lambda r=record: self._dead_letter_now(r))  # type: ignore[misc]
-                continue
-            finally:
-                self.metrics.expansion_duration.observe(time.perf_counter() - started)
-            for item in prepared:
+                await self._reject(raw, exc, "alerts")
+
+    async def _ingest(self, raw: RawEvent) -> None:
+        """Prepare and install one alerts-topic message. Raises BadInput for a message
+        that cannot be used, InternalFailure for one whose handling raised anything else;
+        infrastructure failures are retried here until they pass."""
+        started = time.perf_counter()
+        self.metrics.alerts_preparing.inc()
+        try:
+            prepared = await self._retrying(
+                "alert preparation", lambda: self._prepare(raw.value or b"")
+            )
+        except BadInput:
+            raise
+        except Exception as exc:
+            raise InternalFailure.of(exc) from exc
+        finally:
+            self.metrics.alerts_preparing.dec()
+            self.metrics.expansion_duration.observe(time.perf_counter() - started)
+        for item in prepared:
+            try:
                 await self._retrying("alert install", lambda i=item: self._install(i))  # type: ignore[misc]
+            except BadInput:
+                raise
+            except Exception as exc:
+                raise InternalFailure.of(exc) from exc
+
+    async def _prepare_in_thread(self, data: bytes) -> list[PreparedAlert]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.ingest.prepare, data)
+
+    async def _reject(self, raw: RawEvent, exc: BadInput, logical_topic: str) -> None:
+        """Dead-letter one message with its original bytes and the reason."""
+        record = dead_letter(raw, exc, logical_topic=logical_topic, now_ms=self.clock_ms())
+        await self._retrying("dead-letter", lambda: self._dead_letter_now(record))
 
     async def _install(self, item: PreparedAlert) -> None:
         applied = await self.ingest.apply(item)
@@ -240,9 +309,7 @@ class WorkerRuntime:
             installed = 0
             for raw in messages:
                 try:
-                    prepared = await loop.run_in_executor(
-                        None, self.ingest.prepare, raw.value or b""
-                    )
+                    prepared = await self._prepare(raw.value or b"")
                 except BadInput:
                     continue  # dead-lettered when it was first consumed
                 for item in prepared:
@@ -288,12 +355,9 @@ class WorkerRuntime:
         await self._delivered(self.sink.publish("dlq", [self._dead_letter_record(record)]))
 
     async def _delivered(self, publishing: Awaitable[None]) -> None:
-        try:
-            await publishing
-        except InfrastructureError:
-            raise
-        except Exception as exc:  # the Kafka client's own errors
-            raise BrokerUnavailable(f"produce not acknowledged: {exc!r}") from exc
+        # The sink raises BrokerUnavailable for the broker's failures; anything else is a bug
+        # and must not be retried as "Kafka down".
+        await publishing
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1

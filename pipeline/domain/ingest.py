@@ -23,15 +23,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.domain.cards import ActiveAlert, activate
+import orjson
+
+from pipeline.domain.cards import ActiveAlert, activate, render_card
 from pipeline.domain.formats import parse_alert_message
 from pipeline.domain.models import Alert, AlertCover, alert_key
 from pipeline.domain.policy import AudiencePolicy
 from pipeline.domain.ports import CellIndex
+from pipeline.errors import GuardrailExceeded
 
 LIFECYCLE_SCHEMA = "alertfeed.lifecycle/1"
 # How long a Cancel is remembered when the cancelled alert gave no expiry of its own.
 TOMBSTONE_MS = 7 * 24 * 3600 * 1000
+# A card's content travels in every interstitial; Kafka's default record limit is 1 MB.
+MAX_CARD_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,30 @@ class Applied:
     lifecycle: dict[str, Any]
     alert: ActiveAlert | None = None
     cells: frozenset[int] = frozenset()
+
+
+def prepare_alerts(
+    data: bytes,
+    *,
+    policy: AudiencePolicy,
+    cover: Callable[[Alert], AlertCover],
+    max_card_bytes: int = MAX_CARD_BYTES,
+) -> list[PreparedAlert]:
+    """Parse, admit and cover one alerts-topic message: pure and CPU-bound. Raises
+    BadInput, all or nothing; a card too large to travel in an interstitial is a guardrail
+    (it could never be delivered, and would hold its partition up retrying)."""
+    prepared = []
+    for alert in parse_alert_message(data):
+        policy.admit(alert)
+        size = len(orjson.dumps(render_card(alert)))
+        if size > max_card_bytes:
+            raise GuardrailExceeded(
+                f"card content is {size} bytes, over the limit of {max_card_bytes}"
+            )
+        sender, identifier = original_of(alert)
+        covered = None if alert.msg_type == "Cancel" else cover(alert)
+        prepared.append(PreparedAlert(alert, alert_key(sender, identifier), identifier, covered))
+    return prepared
 
 
 def original_of(alert: Alert) -> tuple[str, str]:
@@ -74,14 +103,8 @@ class AlertIngest:
         self._clock_ms = clock_ms
 
     def prepare(self, data: bytes) -> list[PreparedAlert]:
-        """Parse, admit and cover one alerts-topic message. Raises BadInput, all or nothing."""
-        prepared = []
-        for alert in parse_alert_message(data):
-            self._policy.admit(alert)
-            sender, identifier = original_of(alert)
-            cover = None if alert.msg_type == "Cancel" else self._cover(alert)
-            prepared.append(PreparedAlert(alert, alert_key(sender, identifier), identifier, cover))
-        return prepared
+        """:func:`prepare_alerts` with this ingest's policy and cover."""
+        return prepare_alerts(data, policy=self._policy, cover=self._cover)
 
     async def apply(self, item: PreparedAlert, *, replay: bool = False) -> Applied | None:
         """Install ``item``; returns what changed, or None when nothing did.

@@ -12,7 +12,7 @@ from pipeline.adapters.cover_cache import DiskCoverCache
 from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
 from pipeline.domain.cover import CoverLimits
 from pipeline.domain.geocodes import resolve_geocodes_with_reasons
-from pipeline.domain.ingest import AlertIngest
+from pipeline.domain.ingest import AlertIngest, PreparedAlert, prepare_alerts
 from pipeline.domain.matching import Matcher
 from pipeline.domain.models import AlertCover
 from pipeline.domain.policy import AudiencePolicy
@@ -68,6 +68,12 @@ def make_coverer(settings: Settings, resolution: int | None = None) -> partial[A
         resolve_geocodes=partial(resolve_geocodes_with_reasons, gazetteer=gazetteer),
         cache=make_cover_cache(settings),
     )
+
+
+def make_preparer(settings: Settings) -> partial[list[PreparedAlert]]:
+    """``prepare(data) -> [PreparedAlert]`` as the worker's preparation process runs it (a
+    top-level function of the settings, so that a spawned child can build it)."""
+    return partial(prepare_alerts, policy=make_policy(settings), cover=make_coverer(settings))
 
 
 def make_services(

@@ -12,10 +12,17 @@ from pipeline.adapters.faust_app import create_app
 from pipeline.adapters.kafka_sink import ConfluentSink
 from pipeline.adapters.kafka_tools import ensure_topics, read_alert_log
 from pipeline.adapters.metrics import Metrics
+from pipeline.adapters.preparation import PreparationProcess
 from pipeline.adapters.reach import ReachTracker, RedisReachStore
 from pipeline.adapters.redis_presence import RedisPresenceStore
 from pipeline.adapters.runtime import WorkerRuntime, now_ms
-from pipeline.entrypoints.wiring import freshness_ms, make_index, make_redis, make_services
+from pipeline.entrypoints.wiring import (
+    freshness_ms,
+    make_index,
+    make_preparer,
+    make_redis,
+    make_services,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +48,24 @@ def run_worker(settings: Settings) -> None:
     matcher, ingest = make_services(settings, index, dedup, presence, now_ms)
     metrics = Metrics()
     reach = ReachTracker(RedisReachStore(redis, prefix=settings.redis.key_prefix), metrics)
+    # Parse and cover alerts in a child process under a CPU budget, off the event loop and
+    # its interpreter: a hostile alert costs that process, never the location join.
+    preparation = PreparationProcess(
+        make_preparer,
+        settings,
+        cpu_budget_s=settings.match.alert_cpu_budget_s,
+        wall_budget_s=settings.match.alert_wall_budget_s,
+    )
+    preparation.start()
     sink = ConfluentSink(settings)
     runtime = WorkerRuntime(
-        matcher, ingest, metrics, sink, reach=reach, alert_log=partial(read_alert_log, settings)
+        matcher,
+        ingest,
+        metrics,
+        sink,
+        reach=reach,
+        alert_log=partial(read_alert_log, settings),
+        prepare=preparation.prepare,
     )
     app = create_app(settings, runtime)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
@@ -51,3 +73,4 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         sink.close()
+        preparation.close()
