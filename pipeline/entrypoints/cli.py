@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the topics that are missing").set_defaults(run=_topics)
 
     publish = sub.add_parser(
-        "publish", help="publish files (CAP XML, NWS GeoJSON, alert JSON, JSON lines)"
+        "publish",
+        help="publish files (CAP XML, NWS GeoJSON, alert JSON, JSON lines)",
+        description="Publish alert files (one message each) or location JSON lines (one "
+        "message per line). Every file is validated first: if one is malformed, nothing is "
+        "published and the command names it and exits 1.",
     )
     publish.add_argument("topic", choices=["alerts", "locations"])
     publish.add_argument("files", nargs="+")

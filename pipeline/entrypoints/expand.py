@@ -4,6 +4,9 @@ Shows the H3 cover an alert file (CAP XML, NWS GeoJSON or alert JSON) would get,
 Kafka or Redis. ``--json`` prints one object per alert, in a shape other tools read::
 
     {"alert_id": ..., "resolution": R, "cells": [compact cover, H3 hex], "unresolved": [...]}
+
+A file that cannot be read or parsed, or whose cover is refused, gets one line on stderr
+(``alertfeed: FILE: reason``); the other files are still shown, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import orjson
 from pipeline.domain.formats import parse_alert_message
 from pipeline.domain.geocodes import UnresolvedGeocode, classify_geocode
 from pipeline.domain.models import Alert, AlertCover
+from pipeline.entrypoints.input_files import parse_file
 from pipeline.entrypoints.wiring import make_coverer
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, InputFileError
 from pipeline.settings import Settings
 
 
@@ -66,14 +70,17 @@ def run_expand(settings: Settings, args: argparse.Namespace) -> int:
     failed = 0
     for name in args.files:
         try:
-            alerts = parse_alert_message(Path(name).read_bytes())
+            alerts = parse_file(name, parse_alert_message)
             for alert in alerts:
                 started = time.perf_counter()
                 result = cover(alert)
                 expansions.append(Expansion(name, alert, result, time.perf_counter() - started))
-        except BadInput as exc:
+        except InputFileError as exc:
             failed += 1
-            print(f"{name}: rejected ({exc.reason_class}): {exc}", file=sys.stderr)
+            print(f"alertfeed: {exc}", file=sys.stderr)
+        except BadInput as exc:  # parsed, but the cover is refused
+            failed += 1
+            print(f"alertfeed: {name}: rejected ({exc.reason_class}): {exc}", file=sys.stderr)
     for expansion in expansions:
         if args.json:
             sys.stdout.buffer.write(orjson.dumps(expansion.to_json()) + b"\n")

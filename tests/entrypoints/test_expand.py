@@ -10,6 +10,8 @@ import pytest
 from shapely.geometry import shape
 
 from pipeline.entrypoints.cli import main
+from tests.support.cli import offline_settings, one_error_line, run_alertfeed
+from tests.support.factories import make_cap_xml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cap"
 FLORIDA = FIXTURES / "amber_florida_statewide_same.xml"
@@ -75,3 +77,45 @@ def test_unresolvable_and_malformed_files_say_why(
     err = capsys.readouterr().err
     assert "no resolvable area" in err and "TXZ211" in err
     assert "3 points" in err
+
+
+# name, content (None: do not create it), what the one line must say besides the name.
+BAD_FILES: list[tuple[str, bytes | None, tuple[str, ...]]] = [
+    ("bogus_encoding.xml", b'<?xml version="1.0" encoding="bogus-8"?>\n<alert/>', ("bogus-8",)),
+    ("truncated.xml", (FIXTURES / "malformed_not_xml.xml").read_bytes(), ("not XML",)),
+    ("missing.xml", None, ("cannot read", "No such file")),
+    ("empty.xml", b"", ("empty",)),
+    ("garbage.bin", bytes(range(256)) * 4, ("not CAP XML, NWS GeoJSON or alert JSON",)),
+    ("number.json", b"42", ("not CAP XML, NWS GeoJSON or alert JSON",)),
+    ("no_area.xml", make_cap_xml(sender="s@example.org"), ("no resolvable area",)),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "reasons"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_the_command_names_a_bad_file_in_one_line_and_still_shows_the_good_one(
+    tmp_path: Path, name: str, content: bytes | None, reasons: tuple[str, ...]
+) -> None:
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    result = run_alertfeed(
+        "expand",
+        name,
+        str(TWO_AREAS),
+        "--resolution",
+        "7",
+        "--json",
+        settings=offline_settings(),
+        cwd=tmp_path,
+    )
+    line = one_error_line(result)
+    assert line.startswith(f"alertfeed: {name}: "), line
+    for reason in reasons:
+        assert reason in line, line
+    [shown] = [json.loads(doc) for doc in result.stdout.splitlines()]
+    assert shown["resolution"] == 7 and shown["cells"]
+
+
+def test_a_directory_is_not_an_alert_file(tmp_path: Path) -> None:
+    (tmp_path / "alerts").mkdir()
+    result = run_alertfeed("expand", "alerts", settings=offline_settings(), cwd=tmp_path)
+    assert one_error_line(result) == "alertfeed: alerts: cannot read: Is a directory"
