@@ -35,6 +35,9 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # A worker that dies without leaving the group (SIGKILL, a crash-only exit) keeps its
+    # partitions this long before the group hands them on: the redelivery delay of a crash.
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
 
     @field_validator("url")
     @classmethod

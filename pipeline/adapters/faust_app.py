@@ -199,6 +199,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         web_port=settings.metrics.port,
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.session_timeout_s / 5,
         loghandlers=[],
         Monitor=LeanMonitor,
     )
