@@ -95,6 +95,13 @@ class ConfigurationError(AlertfeedError):
     pass
 
 
+def excerpt(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a reason quotes the input it rejects
+    through this, so that a dead-letter reason never carries a payload."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 class InputFileError(AlertfeedError):
     """A file given to a command (``publish``, ``expand``) is unreadable or malformed.
 

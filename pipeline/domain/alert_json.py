@@ -29,7 +29,7 @@ from pipeline.domain.models import (
     Vehicle,
 )
 from pipeline.domain.timefmt import iso_to_ms, ms_to_iso
-from pipeline.errors import MalformedEvent
+from pipeline.errors import MalformedEvent, excerpt
 
 _PERSON_FIELDS = tuple(Person.__dataclass_fields__)
 _VEHICLE_FIELDS = tuple(Vehicle.__dataclass_fields__)
@@ -41,10 +41,14 @@ def alert_from_json(obj: Any) -> Alert:
         raise MalformedEvent(f"alert JSON must be an object, not {type(obj).__name__}")
     status = _required_str(obj, "status")
     if status not in STATUSES:
-        raise MalformedEvent(f"status {status!r} is not one of {', '.join(sorted(STATUSES))}")
+        raise MalformedEvent(
+            f"status {excerpt(status)} is not one of {', '.join(sorted(STATUSES))}"
+        )
     msg_type = _required_str(obj, "msg_type")
     if msg_type not in MSG_TYPES:
-        raise MalformedEvent(f"msg_type {msg_type!r} is not one of {', '.join(sorted(MSG_TYPES))}")
+        raise MalformedEvent(
+            f"msg_type {excerpt(msg_type)} is not one of {', '.join(sorted(MSG_TYPES))}"
+        )
     areas = tuple(_area(a, i) for i, a in enumerate(_list(obj, "areas")))
     if msg_type in ("Alert", "Update") and not areas:
         raise MalformedEvent(f"an {msg_type} needs at least one area")
@@ -244,12 +248,12 @@ def _area(obj: Any, index: int) -> Area:
     where = f"areas[{index}]"
     if not isinstance(obj, dict):
         raise MalformedEvent(f"{where} must be an object")
-    holes = obj.get("holes") or []
+    holes = _holes(obj.get("holes"), where)
     polygons = tuple(
         Polygon(
             _ring(ring, f"{where}.polygons[{i}]"),
             tuple(_ring(h, f"{where}.holes[{i}][{j}]") for j, h in enumerate(holes[i]))
-            if i < len(holes) and holes[i]
+            if i < len(holes)
             else (),
         )
         for i, ring in enumerate(_list(obj, "polygons"))
@@ -263,6 +267,26 @@ def _area(obj: Any, index: int) -> Area:
     if not (polygons or circles or geocodes):
         raise MalformedEvent(f"{where} has no polygon, circle or geocode")
     return Area(_str(obj, "description"), polygons, circles, geocodes)
+
+
+def _holes(value: Any, where: str) -> list[list[Any]]:
+    """``holes``: per polygon, the list of its hole rings (absent, null or empty: none)."""
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise MalformedEvent(
+            f"{where}.holes must be a list (per polygon, a list of hole rings), "
+            f"not {type(value).__name__}"
+        )
+    per_polygon: list[list[Any]] = []
+    for i, rings in enumerate(value):
+        if rings and not isinstance(rings, list):
+            raise MalformedEvent(
+                f"{where}.holes[{i}] must be a list of the hole rings of polygons[{i}], "
+                f"not {type(rings).__name__}"
+            )
+        per_polygon.append(rings or [])
+    return per_polygon
 
 
 def _ring(obj: Any, where: str) -> tuple[LatLon, ...]:
@@ -292,7 +316,7 @@ def _point(obj: Any, where: str) -> LatLon:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MalformedEvent(f"{what} {value!r} is not a finite number")
+        raise MalformedEvent(f"{what} {excerpt(value)} is not a finite number")
     return float(value)
 
 

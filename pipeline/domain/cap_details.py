@@ -12,7 +12,6 @@ put the parameters of the primary ``<info>`` first.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -121,6 +120,19 @@ def _classify(key: str) -> tuple[str | None, str]:
     return None, ""
 
 
+# CAP's <size> is a byte count; more digits than this is no real image (and int() refuses
+# a string of over 4,300 digits).
+_MAX_SIZE_DIGITS = 15
+
+
+def _byte_count(size: str) -> int | None:
+    """``<size>`` as an int, or None unless it is plain ASCII digits of a sane length
+    (``str.isdigit`` alone admits ``"²"``, which ``int`` refuses)."""
+    if size.isascii() and size.isdigit() and len(size) <= _MAX_SIZE_DIGITS:
+        return int(size)
+    return None
+
+
 def image_from_resource(
     *, mime_type: str, uri: str, inline: str, digest: str, size: str, description: str
 ) -> Image | None:
@@ -133,11 +145,11 @@ def image_from_resource(
     """
     if not mime_type.lower().startswith("image/"):
         return None
-    size_bytes = int(size) if size.isdigit() else None
+    size_bytes = _byte_count(size)
     if inline and (not digest or size_bytes is None):
         try:
             payload = base64.b64decode(inline)
-        except binascii.Error:
+        except ValueError:  # binascii.Error for bad base64, ValueError for non-ASCII text
             return None
         digest = digest or hashlib.sha1(payload, usedforsecurity=False).hexdigest()
         size_bytes = len(payload) if size_bytes is None else size_bytes

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from pipeline.domain.models import Geocode, Polygon
+from pipeline.errors import excerpt
 
 BoundaryLevel = Literal["state", "county"]
 
@@ -299,5 +300,5 @@ def _classify_ugc(geocode: Geocode, value: str) -> BoundaryKey | UnresolvedGeoco
 
 
 def _unresolved(geocode: Geocode, kind: UnresolvedKind, predicate: str) -> UnresolvedGeocode:
-    label = geocode.name.strip() or "geocode"
-    return UnresolvedGeocode(geocode, kind, f"{label} {geocode.value.strip()!r} {predicate}")
+    label = geocode.name.strip()[:40] or "geocode"
+    return UnresolvedGeocode(geocode, kind, f"{label} {excerpt(geocode.value.strip())} {predicate}")

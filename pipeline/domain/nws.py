@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
-from pipeline.domain.cap import check_lat_lon, dedupe, excerpt, parse_msg_type, parse_status
+from pipeline.domain.cap import check_lat_lon, dedupe, parse_msg_type, parse_status
 from pipeline.domain.cap_details import amber_details
 from pipeline.domain.models import Alert, Area, Geocode, LatLon, Polygon, Reference
 from pipeline.domain.timefmt import iso_to_ms
-from pipeline.errors import MalformedEvent, UnsupportedArea
+from pipeline.errors import MalformedEvent, UnsupportedArea, excerpt
 
 _GEOCODE_ORDER = ("SAME", "UGC")
 _UGC_CODE = re.compile(r"[A-Z]{2}[CZ][0-9]{3}")
@@ -55,7 +56,7 @@ def parse_nws_geojson(obj: dict[str, Any]) -> list[Alert]:
     if kind is None and obj.get("@type") == "wx:Alert":
         return [_graph_alert(obj, 1)]
     raise MalformedEvent(
-        f"NWS GeoJSON 'type' is {kind!r}; expected 'Feature' or 'FeatureCollection'"
+        f"NWS GeoJSON 'type' is {excerpt(kind)}; expected 'Feature' or 'FeatureCollection'"
     )
 
 
@@ -221,18 +222,32 @@ def _affected_zone_codes(props: dict[str, Any]) -> list[Geocode]:
 
 
 def _geometry_polygons(geometry: Any) -> tuple[Polygon, ...]:
+    """The polygons of a GeoJSON (or WKT) geometry, GeometryCollections flattened in
+    document order. Collections are walked with an explicit stack, not recursion: JSON
+    nests them as deep as the decoder allows (hundreds of levels), deeper than Python's
+    recursion limit."""
+    polygons: list[Polygon] = []
+    pending = [geometry]
+    while pending:
+        member = pending.pop()
+        if isinstance(member, dict) and member.get("type") == "GeometryCollection":
+            members = member.get("geometries")
+            if not isinstance(members, list):
+                raise MalformedEvent("GeometryCollection 'geometries' is not a list")
+            pending.extend(reversed(members))
+        else:
+            polygons.extend(_simple_geometry_polygons(member))
+    return tuple(polygons)
+
+
+def _simple_geometry_polygons(geometry: Any) -> tuple[Polygon, ...]:
     if geometry is None:
         return ()
     if isinstance(geometry, str):
-        return _geometry_polygons(_wkt_geometry(geometry))
+        return _simple_geometry_polygons(_wkt_geometry(geometry))
     if not isinstance(geometry, dict):
         raise MalformedEvent(f"geometry is {type(geometry).__name__}, not an object")
     kind = geometry.get("type")
-    if kind == "GeometryCollection":
-        members = geometry.get("geometries")
-        if not isinstance(members, list):
-            raise MalformedEvent("GeometryCollection 'geometries' is not a list")
-        return tuple(p for member in members for p in _geometry_polygons(member))
     coordinates = geometry.get("coordinates")
     if kind == "Polygon":
         return (_polygon(coordinates, "polygon 1"),)
@@ -242,7 +257,7 @@ def _geometry_polygons(geometry: Any) -> tuple[Polygon, ...]:
         return tuple(_polygon(rings, f"polygon {n}") for n, rings in enumerate(coordinates, 1))
     if kind in ("Point", "MultiPoint", "LineString", "MultiLineString"):
         raise UnsupportedArea(f"geometry type {kind!r} has no area; expected Polygon")
-    raise MalformedEvent(f"geometry type {kind!r} is not a GeoJSON geometry")
+    raise MalformedEvent(f"geometry type {excerpt(kind)} is not a GeoJSON geometry")
 
 
 def _polygon(rings: Any, label: str) -> Polygon:
@@ -291,6 +306,14 @@ def _wkt_geometry(text: str) -> dict[str, Any] | None:
     if keyword not in _WKT_KINDS:
         raise MalformedEvent(f"WKT geometry {excerpt(text)} is not a POLYGON or MULTIPOLYGON")
     tokens = [m.group(1) or m.group(2) for m in _WKT_TOKEN.finditer("(" + body)]
+    # _wkt_list recurses once per parenthesis; a POLYGON nests 2 deep, a MULTIPOLYGON 3.
+    limit = 3 if keyword == "MULTIPOLYGON" else 2
+    depth = max(accumulate((t == "(") - (t == ")") for t in tokens), default=0)
+    if depth > limit:
+        raise MalformedEvent(
+            f"WKT geometry {excerpt(text)} nests parentheses {depth} deep; "
+            f"a {keyword} nests {limit}"
+        )
     try:
         coordinates, end = _wkt_list(tokens, 0)
     except (IndexError, ValueError):

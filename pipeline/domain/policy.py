@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.domain.models import Alert
-from pipeline.errors import PolicyRejected
+from pipeline.errors import PolicyRejected, excerpt
 
 _TEST_AUDIENCE = frozenset(("Test", "Exercise"))
 
@@ -29,7 +29,7 @@ class AudiencePolicy:
     def admit(self, alert: Alert) -> None:
         """Raise PolicyRejected unless ``alert`` may be indexed at all."""
         if alert.sender not in self.allowed_senders:
-            raise PolicyRejected(f"sender {alert.sender!r} is not on the allow-list")
+            raise PolicyRejected(f"sender {excerpt(alert.sender)} is not on the allow-list")
         if alert.status in ("System", "Draft"):
             raise PolicyRejected(f"status {alert.status} alerts are never shown to anyone")
         if alert.status in _TEST_AUDIENCE and not self.test_users:

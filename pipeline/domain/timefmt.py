@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline.errors import MalformedEvent
+from pipeline.errors import MalformedEvent, excerpt
 
 
 def iso_to_ms(value: str, what: str) -> int:
@@ -17,9 +17,9 @@ def iso_to_ms(value: str, what: str) -> int:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise MalformedEvent(f"{what} {value!r} is not an ISO-8601 timestamp") from exc
+        raise MalformedEvent(f"{what} {excerpt(value)} is not an ISO-8601 timestamp") from exc
     if parsed.tzinfo is None:
-        raise MalformedEvent(f"{what} {value!r} has no UTC offset")
+        raise MalformedEvent(f"{what} {excerpt(value)} has no UTC offset")
     return int(parsed.timestamp() * 1000)
 
 

@@ -502,3 +502,93 @@ def test_polygon_points_round_trip_in_lat_lon_order(points: list[tuple[float, fl
     text = " ".join(f"{lat!r},{lon!r}" for lat, lon in ring)
     alert = parse_one(make_cap(infos=[make_info(areas=[make_area(polygons=[text])])]))
     assert alert.areas[0].polygons[0].exterior == tuple(ring)
+
+
+# --- regressions found by tests/domain/test_fuzz.py ------------------------------------
+
+
+def declaring(encoding: str, text: str = "Test headline") -> bytes:
+    """A CAP document whose XML declaration names ``encoding`` (the bytes stay UTF-8)."""
+    document = make_cap(infos=[make_info(headline=text)]).decode()
+    return document.replace('encoding="UTF-8"', f'encoding="{encoding}"').encode()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "why"),
+    [
+        ("bogus-8", "is not an encoding Python knows"),
+        ("UTF00012", "is not an encoding Python knows"),
+        ("utf-7", "is not a single-byte character set"),
+        ("shift_jis", "is not a single-byte character set"),
+        ("utf-32", "is not a single-byte character set"),
+        ("hex", "is not a single-byte character set"),
+        ("rot13", "is not a single-byte character set"),
+        ("idna", "is not a single-byte character set"),
+        ("punycode", "is not a single-byte character set"),
+        ("undefined", "is not a single-byte character set"),
+        ("unicode_escape", "is not a single-byte character set"),
+        ("cp932", "is a multi-byte encoding the XML parser cannot read"),
+    ],
+)
+def test_unusable_declared_encoding_is_malformed_and_named(encoding: str, why: str) -> None:
+    # These raised LookupError, ValueError, UnicodeError or (unicode_escape, with warnings
+    # as errors) DeprecationWarning out of pyexpat's encoding handler.
+    with pytest.raises(MalformedEvent) as caught:
+        parse_cap(declaring(encoding))
+    assert str(caught.value).startswith(f"not XML: the declared encoding {encoding!r} {why}; ")
+    assert caught.value.reason_class == "malformed"
+
+
+def test_unusable_encoding_declared_in_utf16_is_named_too() -> None:
+    document = declaring("bogus-8").decode().replace('"bogus-8"', '"bogus-16"')
+    with pytest.raises(MalformedEvent, match="declared encoding 'bogus-16' is not an encoding"):
+        parse_cap(document.encode("utf-16"))
+
+
+@pytest.mark.parametrize(
+    ("declared", "codec"),
+    [
+        ("utf8", "utf-8"),  # expat knows only "UTF-8": pyexpat's byte table lost non-ASCII
+        ("UTF_8", "utf-8"),
+        ("utf-8-sig", "utf-8"),
+        ("windows-1252", "cp1252"),
+        ("latin1", "latin-1"),
+        ("ISO-8859-15", "iso8859-15"),
+    ],
+)
+def test_aliases_and_single_byte_encodings_parse(declared: str, codec: str) -> None:
+    text = "Alerte enlèvement"
+    assert parse_one(declaring(declared, text).decode().encode(codec)).headline == text
+
+
+def test_utf16_alias_declared_without_bom_parses() -> None:
+    data = declaring("utf-16-le").decode().encode("utf-16-le")
+    assert parse_one(data).identifier == "TEST-1"
+
+
+@pytest.mark.parametrize("size", ["²", "١٢", "9" * 5000, "-1", "1e3"])
+def test_image_size_that_is_no_plain_byte_count_is_unknown_not_a_crash(size: str) -> None:
+    # "²".isdigit() is True but int("²") raises; int() refuses over 4,300 digits.
+    image = image_from_resource(
+        mime_type="image/png", uri="https://x/a.png", inline="", digest="", size=size,
+        description="",
+    )  # fmt: skip
+    assert image is not None
+    assert image.size is None
+
+
+def test_inline_image_with_non_ascii_payload_is_dropped_but_the_alert_survives() -> None:
+    # base64.b64decode raises a plain ValueError (not binascii.Error) for non-ASCII text.
+    resource = "<resource><mimeType>image/png</mimeType><derefUri>é</derefUri></resource>"
+    alert = parse_one(make_cap(infos=[make_info(extra=resource)]))
+    assert alert.images == ()
+
+
+def test_reasons_quote_a_long_value_briefly() -> None:
+    with pytest.raises(MalformedEvent) as caught:
+        parse_cap(make_cap(sent="2026-05-01T10:00:00" + "9" * 100_000))
+    assert str(caught.value).startswith("<sent> '2026-05-01T10:00:00999")
+    assert len(str(caught.value)) < 120
+    with pytest.raises(MalformedEvent) as caught:
+        parse_cap(make_cap(status="x" * 100_000))
+    assert len(str(caught.value)) < 150

@@ -296,3 +296,29 @@ def test_rings_swap_to_lat_lon_and_keep_every_position(points: list[tuple[float,
     ring = [[lon, lat] for lon, lat in [*points, points[0]]]
     alert = parse_one(make_feature(polygon(ring)))
     assert alert.areas[0].polygons[0].exterior == tuple((lat, lon) for lon, lat in ring)
+
+
+# --- regressions found by tests/domain/test_fuzz.py ------------------------------------
+
+
+def test_deeply_nested_geometry_collections_are_flattened_not_recursed() -> None:
+    # JSON nests these as deep as the decoder allows (512 levels under orjson's limit of
+    # 1024); the recursive walk raised RecursionError from about 480.
+    square = polygon(SQUARE)
+    geometry: dict[str, Any] = {"type": "GeometryCollection", "geometries": [square]}
+    for _ in range(2_000):
+        geometry = {"type": "GeometryCollection", "geometries": [geometry, square]}
+    alert = parse_one(make_feature(geometry))
+    assert len(alert.areas[0].polygons) == 2_001
+
+
+def test_wkt_nested_deeper_than_a_multipolygon_is_malformed() -> None:
+    # _wkt_list recursed once per parenthesis: RecursionError for a few thousand.
+    props = make_feature()["properties"]
+    props["geometry"] = "MULTIPOLYGON " + "(" * 5_000 + "0 0, 1 0, 1 1, 0 0" + ")" * 5_000
+    with pytest.raises(MalformedEvent) as caught:
+        parse_nws_geojson({"@graph": [props]})
+    assert "nests parentheses 5000 deep; a MULTIPOLYGON nests 3" in str(caught.value)
+    props["geometry"] = "POLYGON (((-97.5 35.4, -97.2 35.4, -97.2 35.6, -97.5 35.4)))"
+    with pytest.raises(MalformedEvent, match="nests parentheses 3 deep; a POLYGON nests 2"):
+        parse_nws_geojson({"@graph": [props]})
