@@ -22,7 +22,7 @@ Only real Kafka and Redis failures are infrastructure. Any other exception while
 message is handled (a codec lookup, a recursion limit, a third-party parser's surprise) is
 dead-lettered as :class:`InternalFailure`, so one message can never take others with it;
 an exception outside that per-message handling crashes the worker process, whose
-partitions are then redelivered (see ``pipeline.adapters.faust_app``).
+partitions are then redelivered (see ``pipeline.adapters.faust.app``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.domain.alert_json import alert_from_json, alert_to_json
+from pipeline.domain.alerts.alert_json import alert_from_json, alert_to_json
 from tests.support.schemas import SCHEMAS, assert_valid
 
 NAMES = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))

@@ -25,7 +25,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         # process_start_time_seconds and friends: a worker that keeps restarting (crash-only,
-        # see pipeline.adapters.faust_app) shows as changes of its start time.
+        # see pipeline.adapters.faust.app) shows as changes of its start time.
         ProcessCollector(registry=r)
         self.events_in = Counter(
             "alertfeed_events_in_total", "Events consumed, by logical topic.", ["topic"], registry=r

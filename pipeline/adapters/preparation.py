@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
 
-from pipeline.domain.ingest import PreparedAlert
+from pipeline.domain.lifecycle import PreparedAlert
 from pipeline.errors import BadInput, GuardrailExceeded, InfrastructureError, InternalFailure
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from pipeline.domain.cards import ActiveAlert
 from pipeline.domain.models import Sighting
+from pipeline.domain.targeting.cards import ActiveAlert
 
 
 class CellIndex(Protocol):
@@ -87,7 +87,7 @@ class PresenceStore(Protocol):
 
 
 class CoverCache(Protocol):
-    """Computed covers by :func:`pipeline.domain.covercache.cover_key`. Synchronous: it
+    """Computed covers by :func:`pipeline.domain.geo.covercache.cover_key`. Synchronous: it
     is used where covers are computed, off the event loop. A cache may forget anything;
     what it returns must be what it was given."""
 

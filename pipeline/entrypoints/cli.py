@@ -27,7 +27,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters.kafka_tools import ensure_topics
+    from pipeline.adapters.kafka.tools import ensure_topics
 
     created = ensure_topics(settings)
     for name in settings.topics.by_logical_name().values():

@@ -14,8 +14,8 @@ import sys
 import time
 
 from pipeline.adapters.census import CensusGazetteer
-from pipeline.domain.covercache import cached_cover
-from pipeline.domain.geocodes import resolve_geocodes_with_reasons
+from pipeline.domain.geo.covercache import cached_cover
+from pipeline.domain.geo.geocodes import resolve_geocodes_with_reasons
 from pipeline.domain.models import Geocode
 from pipeline.entrypoints.wiring import cover_limits, make_cover_cache
 from pipeline.errors import AlertfeedError, ConfigurationError

@@ -29,10 +29,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from pipeline.adapters.eventlog import read_log
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints.replay import replay_live, replay_offline
 from pipeline.entrypoints.simulate import simulate_to
+from pipeline.replay.eventlog import read_log
 from pipeline.settings import PolicySettings, Settings, child_environment
 
 DEMO_SENDER = "amber@demo.alertfeed.example"

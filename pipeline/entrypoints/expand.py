@@ -21,8 +21,8 @@ from typing import Any
 import h3.api.basic_int as h3i
 import orjson
 
-from pipeline.domain.formats import parse_alert_message
-from pipeline.domain.geocodes import UnresolvedGeocode, classify_geocode
+from pipeline.domain.alerts.formats import parse_alert_message
+from pipeline.domain.geo.geocodes import UnresolvedGeocode, classify_geocode
 from pipeline.domain.models import Alert, AlertCover
 from pipeline.entrypoints.input_files import parse_file
 from pipeline.entrypoints.wiring import make_coverer

@@ -12,7 +12,7 @@ What is validated is what the worker would reject whatever its state:
   polygon, a circle or a geocode). Whether its geocodes resolve, its cover fits the
   limits or its sender is allowed is the worker's to decide, and dead-letter.
 * ``locations``: one message per line that is not blank, each checked by the worker's own
-  :func:`~pipeline.domain.locations.parse_location`: a JSON object, ``user_id`` a
+  :func:`~pipeline.domain.targeting.locations.parse_location`: a JSON object, ``user_id`` a
   non-empty string, ``lat``/``lon`` finite and in range, ``ts`` integer epoch ms,
   ``accuracy_m`` finite and not negative. Only the shape: the worker's rule that ``ts`` is
   not too far ahead of its clock is judged against its clock when it consumes the event,
@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pipeline.adapters.kafka_tools import DeliveryProducer
-from pipeline.domain.formats import parse_alert_message
-from pipeline.domain.ingest import original_of
-from pipeline.domain.locations import parse_location
+from pipeline.adapters.kafka.tools import DeliveryProducer
+from pipeline.domain.alerts.formats import parse_alert_message
+from pipeline.domain.lifecycle import original_of
+from pipeline.domain.targeting.locations import parse_location
 from pipeline.entrypoints.input_files import parse_file, parse_lines
 from pipeline.errors import MalformedEvent, UnsupportedArea
 from pipeline.settings import Settings

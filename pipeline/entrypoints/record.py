@@ -4,7 +4,7 @@ Every partition of the named topics is assigned (no consumer group offsets are c
 and read from the start (``from_beginning``), from the first record at or after
 ``since_ms``, or from the end (only what arrives from now on). Each record keeps its topic
 (as a logical name when it is one of alertfeed's), partition, offset, broker timestamp,
-key, headers and value, bytes exact (:mod:`pipeline.adapters.eventlog`).
+key, headers and value, bytes exact (:mod:`pipeline.replay.eventlog`).
 
 Recording stops at the first of:
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.eventlog import EventLogWriter, LoggedRecord, parse_when
 from pipeline.errors import BrokerUnavailable, ConfigurationError
+from pipeline.replay.eventlog import EventLogWriter, LoggedRecord, parse_when
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

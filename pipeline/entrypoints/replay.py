@@ -41,7 +41,9 @@ from operator import ge
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.adapters.eventlog import (
+from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.targeting.locations import RawLocations
+from pipeline.replay.eventlog import (
     LOGICAL_TOPICS,
     EventLogWriter,
     LoggedRecord,
@@ -51,14 +53,12 @@ from pipeline.adapters.eventlog import (
     read_lines,
     retime_record,
 )
-from pipeline.domain.deadletter import RawEvent
-from pipeline.domain.locations import RawLocations
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module to build its parser: keep that light
-    from pipeline.adapters.eventorder import LogBlock, TopicRun
-    from pipeline.adapters.runtime import OutTopic, WorkerRuntime
     from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
+    from pipeline.replay.order import LogBlock, TopicRun
+    from pipeline.service.runtime import OutTopic, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class EventClock:
 
 
 class LogSink:
-    """A :class:`~pipeline.adapters.runtime.Sink` that appends to an event log, stamping each
+    """A :class:`~pipeline.service.runtime.Sink` that appends to an event log, stamping each
     record with the event clock; acknowledged at once."""
 
     def __init__(self, writer: EventLogWriter, clock: Callable[[], int]) -> None:
@@ -147,7 +147,7 @@ def _fewer_collections() -> Iterator[None]:
 async def _replay_offline(
     settings: Settings, path: Path, out: Path, topic_map: dict[str, str], use_redis: bool
 ) -> OfflineSummary:
-    from pipeline.adapters.eventorder import NotInOrder, event_time_blocks
+    from pipeline.replay.order import NotInOrder, event_time_blocks
 
     names: dict[str, str] = {}
 
@@ -198,17 +198,21 @@ def _offline_runtime(
     """The worker's runtime (as ``pipeline.entrypoints.worker`` wires it) on the event clock,
     with the in-process stores, or the configured Redis with ``use_redis``; and what the
     in-process stores forget."""
-    from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
+    from pipeline.adapters.memory.stores import (
+        MemoryCellIndex,
+        MemoryDedupStore,
+        MemoryPresenceStore,
+    )
     from pipeline.adapters.metrics import Metrics
-    from pipeline.adapters.runtime import WorkerRuntime
     from pipeline.entrypoints.wiring import make_services
+    from pipeline.service.runtime import WorkerRuntime
 
     freshness_ms = int(settings.match.freshness_s * 1000)
     index: CellIndex
     dedup: DedupStore
     presence: PresenceStore
     if use_redis:
-        from pipeline.adapters.redis_presence import RedisPresenceStore
+        from pipeline.adapters.redis.presence import RedisPresenceStore
         from pipeline.entrypoints.wiring import make_index, make_redis
 
         redis = make_redis(settings)
@@ -283,9 +287,9 @@ class OfflineReplay:
 
     async def run(self, blocks: Iterable[LogBlock], logical: Callable[[str], str]) -> None:
         """Process the rows of ``blocks`` (alerts and locations, in event-time order, as
-        :func:`~pipeline.adapters.eventorder.event_time_blocks` gives them), ``logical``
+        :func:`~pipeline.replay.order.event_time_blocks` gives them), ``logical``
         naming the logical topic of each row's topic; then the last batch."""
-        from pipeline.adapters.eventorder import TopicRun
+        from pipeline.replay.order import TopicRun
 
         real = self._real
         batch_size = self._batch_size
@@ -420,7 +424,7 @@ def replay_live(
 ) -> LiveSummary:
     """Publish the log to the live topics (see the module docstring). Raises
     BrokerUnavailable if the broker did not acknowledge every record."""
-    from pipeline.adapters.kafka_tools import DeliveryProducer
+    from pipeline.adapters.kafka.tools import DeliveryProducer
 
     if speed <= 0 or (max_rate is not None and max_rate <= 0):
         raise ValueError("speed and max-rate must be positive")

@@ -1,6 +1,6 @@
 """``alertfeed simulate``: write a synthetic scenario as an event log.
 
-The scenario itself is :mod:`pipeline.domain.scenario`; this module streams it to a
+The scenario itself is :mod:`pipeline.replay.scenario`; this module streams it to a
 ``.jsonl``/``.jsonl.gz``/``.jsonl.zst`` file (alerts as CAP XML strings keyed by the alert
 identifier as first issued, locations as objects keyed by user id). Same arguments, same
 bytes.
@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.adapters.eventlog import (
+from pipeline.replay.eventlog import (
     EventLogWriter,
     LoggedRecord,
     json_record,
     parse_duration_ms,
     parse_when,
 )
-from pipeline.domain.scenario import DEFAULT_SENDER, ScenarioSpec, scenario_events
+from pipeline.replay.scenario import DEFAULT_SENDER, ScenarioSpec, scenario_events
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import orjson
 
 from pipeline.adapters.reach import AlertReach, RedisReachStore
-from pipeline.domain.timefmt import ms_to_iso
+from pipeline.domain.alerts.timefmt import ms_to_iso
 from pipeline.entrypoints.wiring import make_redis
 from pipeline.settings import Settings
 

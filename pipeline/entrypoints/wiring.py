@@ -8,16 +8,16 @@ from functools import partial
 from redis.asyncio import Redis, RedisCluster
 
 from pipeline.adapters.census import CensusGazetteer
-from pipeline.adapters.cover_cache import DiskCoverCache
-from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
-from pipeline.domain.cover import CoverLimits
-from pipeline.domain.geocodes import resolve_geocodes_with_reasons
-from pipeline.domain.ingest import AlertIngest, PreparedAlert, prepare_alerts
-from pipeline.domain.matching import Matcher
+from pipeline.adapters.disk_cover_cache import DiskCoverCache
+from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.domain.geo.areas import cover_alert
+from pipeline.domain.geo.cover import CoverLimits
+from pipeline.domain.geo.geocodes import resolve_geocodes_with_reasons
+from pipeline.domain.lifecycle import AlertIngest, PreparedAlert, prepare_alerts
 from pipeline.domain.models import AlertCover
-from pipeline.domain.policy import AudiencePolicy
 from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
-from pipeline.domain.targeting import cover_alert
+from pipeline.domain.targeting.matching import Matcher
+from pipeline.domain.targeting.policy import AudiencePolicy
 from pipeline.settings import Settings
 
 

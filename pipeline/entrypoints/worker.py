@@ -8,14 +8,13 @@ from functools import partial
 import faust
 import mode.loop
 
-from pipeline.adapters.faust_app import create_app
-from pipeline.adapters.kafka_sink import ConfluentSink
-from pipeline.adapters.kafka_tools import ensure_topics, read_alert_log
+from pipeline.adapters.faust.app import create_app
+from pipeline.adapters.kafka.sink import ConfluentSink
+from pipeline.adapters.kafka.tools import ensure_topics, read_alert_log
 from pipeline.adapters.metrics import Metrics
 from pipeline.adapters.preparation import PreparationProcess
 from pipeline.adapters.reach import ReachTracker, RedisReachStore
-from pipeline.adapters.redis_presence import RedisPresenceStore
-from pipeline.adapters.runtime import WorkerRuntime, now_ms
+from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.entrypoints.wiring import (
     freshness_ms,
     make_index,
@@ -23,6 +22,7 @@ from pipeline.entrypoints.wiring import (
     make_redis,
     make_services,
 )
+from pipeline.service.runtime import WorkerRuntime, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT. Faust then cancels the agents and commits the offsets they
     acknowledged: a batch cut short is not acknowledged, so it is consumed again (see
-    pipeline.adapters.faust_app.acknowledge)."""
+    pipeline.adapters.faust.app.acknowledge)."""
     # Before any event loop exists, so that Faust's loop and its consumer thread's are both
     # uvloop (faust-streaming[uvloop]): Faust spends several tasks and loop turns on every
     # message it consumes, which cost less on uvloop (tests/bench/bench_live.py).

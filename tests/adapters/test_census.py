@@ -13,7 +13,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from pipeline.adapters.census import CensusGazetteer, polygons_from_shape
-from pipeline.domain.geocodes import resolve_geocodes, resolve_geocodes_with_reasons
+from pipeline.domain.geo.geocodes import resolve_geocodes, resolve_geocodes_with_reasons
 from pipeline.domain.models import Geocode, LatLon, Polygon
 from pipeline.errors import ConfigurationError
 

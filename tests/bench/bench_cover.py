@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import h3.api.basic_int as h3i
 
 from pipeline.adapters.census import CensusGazetteer
-from pipeline.domain.cover import cover_shapes
-from pipeline.domain.geocodes import resolve_geocodes_with_reasons
+from pipeline.domain.geo.cover import cover_shapes
+from pipeline.domain.geo.geocodes import resolve_geocodes_with_reasons
 from pipeline.domain.models import Geocode, Polygon
 from tests.bench.common import Report, print_report
 

@@ -29,14 +29,14 @@ import h3.api.basic_int as h3i
 import numpy as np
 import shapely
 
-from pipeline.adapters.kafka_sink import ConfluentSink
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.sink import ConfluentSink
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.adapters.metrics import Metrics
-from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore, redis_client
-from pipeline.adapters.redis_presence import RedisPresenceStore
-from pipeline.adapters.runtime import OutTopic, WorkerRuntime, now_ms
+from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.domain.models import Sighting
 from pipeline.entrypoints.wiring import make_services
+from pipeline.service.runtime import OutTopic, WorkerRuntime, now_ms
 from pipeline.settings import (
     KafkaSettings,
     MatchSettings,

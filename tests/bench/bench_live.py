@@ -43,10 +43,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer
 
-from pipeline.adapters.faust_app import create_app
-from pipeline.adapters.kafka_tools import DeliveryProducer, ensure_topics
+from pipeline.adapters.faust.app import create_app
+from pipeline.adapters.kafka.tools import DeliveryProducer, ensure_topics
 from pipeline.adapters.metrics import Metrics
-from pipeline.domain.deadletter import RawEvent
+from pipeline.domain.targeting.deadletter import RawEvent
 from pipeline.settings import (
     KafkaSettings,
     MetricsSettings,

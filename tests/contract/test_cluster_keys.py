@@ -19,10 +19,12 @@ import h3.api.basic_int as h3i
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
-from pipeline.adapters import reach, redis_index, redis_presence
+from pipeline.adapters import reach
 from pipeline.adapters.reach import AlertFacts, RedisReachStore
-from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore
-from pipeline.adapters.redis_presence import RedisPresenceStore
+from pipeline.adapters.redis import index as redis_index
+from pipeline.adapters.redis import presence as redis_presence
+from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore
+from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.domain.models import Sighting
 from tests.support.factories import make_active_alert, now_ms
 

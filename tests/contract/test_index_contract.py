@@ -12,8 +12,8 @@ from typing import Any
 import h3.api.basic_int as h3i
 import pytest
 
-from pipeline.adapters.memory import MemoryCellIndex, MemoryDedupStore
-from pipeline.adapters.redis_index import RedisCellIndex, RedisDedupStore
+from pipeline.adapters.memory.stores import MemoryCellIndex, MemoryDedupStore
+from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore
 from pipeline.errors import IndexNotBuilt
 from tests.support.factories import make_active_alert
 

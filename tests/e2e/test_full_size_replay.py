@@ -17,10 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.adapters.kafka_tools import ensure_topics
-from pipeline.domain.scenario import DEFAULT_SENDER
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints.replay import replay_offline
 from pipeline.entrypoints.simulate import simulate_to
+from pipeline.replay.scenario import DEFAULT_SENDER
 from pipeline.settings import MatchSettings, PolicySettings, Settings
 from tests.support.kafka import collect
 from tests.support.live_replay import card_pairs, replay_to_worker, scrape

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from pipeline.adapters.kafka_tools import Record, ensure_topics
+from pipeline.adapters.kafka.tools import Record, ensure_topics
 from pipeline.settings import MatchSettings, Settings
 from tests.conftest import TEST_SENDER, TEST_USERS
 from tests.support.factories import make_alert_json, now_ms

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.settings import Settings, child_environment
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, now_ms

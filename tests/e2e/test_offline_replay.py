@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters.eventlog import encode_record, json_record, read_log, retime_record
-from pipeline.adapters.kafka_tools import ensure_topics
-from pipeline.domain.scenario import DEFAULT_SENDER
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints import replay
 from pipeline.entrypoints.replay import replay_offline
 from pipeline.entrypoints.simulate import simulate_to
+from pipeline.replay.eventlog import encode_record, json_record, read_log, retime_record
+from pipeline.replay.scenario import DEFAULT_SENDER
 from pipeline.settings import PolicySettings, Settings
 from tests.support.kafka import collect
 from tests.support.live_replay import card_pairs, replay_to_worker

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.settings import MatchSettings, Settings
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, make_cap_xml, now_ms

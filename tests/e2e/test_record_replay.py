@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.eventlog import LoggedRecord, read_log
-from pipeline.adapters.kafka_tools import DeliveryProducer, ensure_topics
+from pipeline.adapters.kafka.tools import DeliveryProducer, ensure_topics
 from pipeline.entrypoints.cli import main
+from pipeline.replay.eventlog import LoggedRecord, read_log
 from pipeline.settings import Settings, child_environment
 
 pytestmark = pytest.mark.integration

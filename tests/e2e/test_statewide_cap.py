@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.settings import Settings
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_cap_xml, now_ms

@@ -21,7 +21,7 @@ import pytest
 from shapely.geometry import Point
 from shapely.geometry import Polygon as ShapelyPolygon
 
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.settings import RedisSettings, Settings
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, now_ms

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.kafka_tools import ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints.publish import location_record
 from pipeline.settings import Settings
 from tests.support.cli import offline_settings, one_error_line, run_alertfeed

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.domain.cards import ActiveAlert
+from pipeline.domain.targeting.cards import ActiveAlert
 
 _seq = itertools.count(1)
 

@@ -1,4 +1,4 @@
-"""The inputs of tests/domain/test_fuzz.py: sample corpora to mutate, and structural cases.
+"""The inputs of tests/domain/alerts/test_fuzz.py: sample corpora to mutate, and structural cases.
 
 Corpora are built from the real samples in ``../shared/samples`` (read from there, never
 copied into the project) and, beside them or without them, from ``tests/fixtures``; the
@@ -17,8 +17,8 @@ from random import Random
 
 import orjson
 
-from pipeline.domain.alert_json import alert_to_json
-from pipeline.domain.formats import parse_alert_message
+from pipeline.domain.alerts.alert_json import alert_to_json
+from pipeline.domain.alerts.formats import parse_alert_message
 from pipeline.errors import BadInput
 from tests.support.factories import make_alert_json
 from tests.support.mutator import hostile_ring

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from pipeline.adapters.kafka_tools import DeliveryProducer, Record
+from pipeline.adapters.kafka.tools import DeliveryProducer, Record
 from pipeline.settings import Settings
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.adapters.eventlog import read_log
-from pipeline.adapters.eventorder import event_time_rows
-from pipeline.adapters.kafka_tools import DeliveryProducer
+from pipeline.adapters.kafka.tools import DeliveryProducer
+from pipeline.replay.eventlog import read_log
+from pipeline.replay.order import event_time_rows
 from pipeline.settings import Settings
 from tests.support.worker import WorkerProcess
 

@@ -1,0 +1,383 @@
+"""What a worker does with each consumed batch, independent of Faust's plumbing.
+
+The Faust agents hand raw batches here. Bad input is dead-lettered and counted; an
+infrastructure failure (Redis or Kafka down) is retried with capped exponential backoff
+for as long as it takes. The batch is not acknowledged meanwhile, so consumption stops:
+that is the backpressure, and nothing is dropped.
+
+Per-message isolation: any other exception while one message is handled is that
+message's, never its batch's. An alert message is handled alone anyway; a location batch
+that raises is handled again one event at a time, so that only the event that raises is
+dead-lettered (reason class ``internal``, logged at ERROR) and the others go through. What
+still escapes these methods is a bug outside any one message: the caller (the Faust app)
+then ends the worker process without committing, and its partitions are redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
+
+import orjson
+
+from pipeline.adapters.metrics import Metrics
+from pipeline.adapters.reach import ReachTracker
+from pipeline.domain.lifecycle import AlertIngest, PreparedAlert
+from pipeline.domain.targeting.cards import ActiveAlert
+from pipeline.domain.targeting.deadletter import RawEvent, dead_letter
+from pipeline.domain.targeting.matching import Matcher, MatchResult
+from pipeline.errors import (
+    BadInput,
+    IndexNotBuilt,
+    IndexUnavailable,
+    InfrastructureError,
+    InternalFailure,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Parse, admit and cover one alerts-topic message (CPU-bound; raises BadInput).
+Prepare = Callable[[bytes], Awaitable[list[PreparedAlert]]]
+OutTopic = Literal["interstitials", "lifecycle", "dlq"]
+# Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch waits
+# at most about this many chunks' time while a state-wide fan-out runs.
+_FANOUT_HOLD = 10
+
+
+class Sink(Protocol):
+    """Publishes to a logical output topic. Returns once the broker acknowledged every
+    record; raises BrokerUnavailable if any could not be delivered (and only for that:
+    anything else it raises is a bug)."""
+
+    async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        matcher: Matcher,
+        ingest: AlertIngest,
+        metrics: Metrics,
+        sink: Sink,
+        *,
+        clock_ms: Callable[[], int] = now_ms,
+        max_backoff_s: float = 30.0,
+        reach: ReachTracker | None = None,
+        alert_log: Callable[[], list[RawEvent]] | None = None,
+        prepare: Prepare | None = None,
+    ) -> None:
+        self.clock_ms = clock_ms
+        # Off the event loop: a child process under a CPU budget in the worker
+        # (pipeline.adapters.preparation), a thread by default.
+        self._prepare = prepare or self._prepare_in_thread
+        # Reads the whole alerts topic (blocking); None: the index cannot be rebuilt here.
+        self._alert_log = alert_log
+        self._rebuilding = asyncio.Lock()
+        # Checking dedup, publishing and recording the cards is one step: a location batch
+        # and a fan-out chunk must not interleave in it, or both could card the same user.
+        # Across workers the same race leaves a duplicate with the same event_id.
+        self._carding = asyncio.Lock()
+        self.matcher = matcher
+        self.ingest = ingest
+        self.metrics = metrics
+        self.sink = sink
+        self._max_backoff_s = max_backoff_s
+        self.reach = reach
+        # Cover size per alert installed by this worker (alertfeed_cover_cells); bounded by
+        # the number of active alerts, pruned in refresh_gauges.
+        self._cover_cells: dict[str, int] = {}
+
+    # -- locations -------------------------------------------------------------------------
+    async def on_locations(self, batch: Sequence[RawEvent]) -> None:
+        m = self.metrics
+        m.events_in.labels("locations").inc(len(batch))
+        m.batch_size.labels("locations").observe(len(batch))
+        with m.batch_duration.labels("locations").time():
+            try:
+                await self._retrying("match", lambda: self._match(batch))
+            except Exception as exc:
+                log.error(
+                    "location batch failed, retrying it event by event error_type=%s size=%d",
+                    type(exc).__name__,
+                    len(batch),
+                )
+                await self._match_one_by_one(batch)
+
+    async def _match_one_by_one(self, batch: Sequence[RawEvent]) -> None:
+        """Each event of a batch that raised, alone: the ones that raise again are
+        dead-lettered as ``internal``; cards already published for the batch are published
+        again byte-identical (they were not yet recorded), which consumers dedupe."""
+        for raw in batch:
+            try:
+                await self._retrying("match", lambda r=raw: self._match([r]))  # type: ignore[misc]
+            except Exception as exc:
+                # Location messages carry user ids and coordinates: the exception's text
+                # (which may quote them) goes onto the dead letter only, not into the log.
+                log.error(
+                    "location event dead-lettered topic=%s partition=%d offset=%d "
+                    "reason_class=internal error_type=%s",
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    type(exc).__name__,
+                )
+                await self._reject(raw, InternalFailure.of(exc), "locations")
+
+    async def _match(self, batch: Sequence[RawEvent]) -> None:
+        async with self._carding:
+            started = time.perf_counter()
+            result = await self.matcher.match(batch)
+            self.metrics.redis_latency.observe(time.perf_counter() - started)
+            if result.stale:
+                self.metrics.locations_ignored.labels("stale").inc(result.stale)
+            await self._publish(result, triggered_by_location=True)
+
+    async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
+        """Publish a result's cards and dead letters, wait for the broker's acks, then
+        record the cards as delivered (a crash in between re-sends identical cards)."""
+        dead = [self._dead_letter_record(d) for d in result.dead_letters]
+        await self._delivered(self.sink.publish("interstitials", result.cards))
+        await self._delivered(self.sink.publish("dlq", dead))
+        await self.matcher.confirm(result)
+        done = self.clock_ms()
+        if self.reach is not None:
+            await self.reach.on_cards(result.seen_pairs, done)
+        if triggered_by_location:
+            for created in result.card_created_ms:
+                self.metrics.e2e_latency.observe(max(0, done - created) / 1000)
+        self.metrics.events_out.labels("interstitials").inc(len(result.cards))
+        self.metrics.dedup_hits.inc(result.duplicates)
+        if result.cards:
+            log.debug("cards emitted count=%d", len(result.cards))
+
+    # -- alerts ----------------------------------------------------------------------------
+    async def on_alerts(self, batch: Sequence[RawEvent]) -> None:
+        self.metrics.events_in.labels("alerts").inc(len(batch))
+        for raw in batch:
+            try:
+                await self._ingest(raw)
+            except BadInput as exc:
+                log_at = logging.ERROR if isinstance(exc, InternalFailure) else logging.WARNING
+                log.log(
+                    log_at,
+                    "alert rejected topic=%s partition=%d offset=%d reason_class=%s reason=%s",
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    exc.reason_class,
+                    exc,
+                )
+                await self._reject(raw, exc, "alerts")
+
+    async def _ingest(self, raw: RawEvent) -> None:
+        """Prepare and install one alerts-topic message. Raises BadInput for a message
+        that cannot be used, InternalFailure for one whose handling raised anything else;
+        infrastructure failures are retried here until they pass."""
+        started = time.perf_counter()
+        self.metrics.alerts_preparing.inc()
+        try:
+            prepared = await self._retrying(
+                "alert preparation", lambda: self._prepare(raw.value or b"")
+            )
+        except BadInput:
+            raise
+        except Exception as exc:
+            raise InternalFailure.of(exc) from exc
+        finally:
+            self.metrics.alerts_preparing.dec()
+            self.metrics.expansion_duration.observe(time.perf_counter() - started)
+        for item in prepared:
+            try:
+                await self._retrying("alert install", lambda i=item: self._install(i))  # type: ignore[misc]
+            except BadInput:
+                raise
+            except Exception as exc:
+                raise InternalFailure.of(exc) from exc
+
+    async def _prepare_in_thread(self, data: bytes) -> list[PreparedAlert]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.ingest.prepare, data)
+
+    async def _reject(self, raw: RawEvent, exc: BadInput, logical_topic: str) -> None:
+        """Dead-letter one message with its original bytes and the reason."""
+        record = dead_letter(raw, exc, logical_topic=logical_topic, now_ms=self.clock_ms())
+        await self._retrying("dead-letter", lambda: self._dead_letter_now(record))
+
+    async def _install(self, item: PreparedAlert) -> None:
+        applied = await self.ingest.apply(item)
+        if item.cover is not None:
+            for geocode in item.cover.unresolved:
+                self.metrics.unresolved_geocodes.labels(geocode.name.upper()[:16]).inc()
+        if applied is None:
+            return
+        event = applied.lifecycle
+        await self._announce(event)
+        if event["state"] in ("issued", "updated"):
+            self._cover_cells[item.key] = int(event["cells"])
+        else:
+            self._cover_cells.pop(item.key, None)
+        if self.reach is not None:
+            await self.reach.on_lifecycle(item.key, event)
+        log.info(
+            "alert %s status=%s msg_type=%s cells=%d unresolved=%d",
+            event["state"],
+            event["status"],
+            item.alert.msg_type,
+            event["cells"],
+            len(event["unresolved"]),
+        )
+        await self.refresh_gauges()
+        if applied.alert is not None:
+            await self._fan_out(applied.alert, applied.cells)
+
+    async def _announce(self, event: dict[str, Any]) -> None:
+        record = (event["alert_id"].encode(), orjson.dumps(event))
+        await self._delivered(self.sink.publish("lifecycle", [record]))
+        self.metrics.lifecycle.labels(event["state"]).inc()
+        self.metrics.events_out.labels("lifecycle").inc()
+
+    async def _fan_out(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
+        """Card the users already inside a newly issued or grown alert."""
+        started = time.perf_counter()
+        counts = [0, 0]  # present, cards
+        while True:
+            try:
+                chunks = aiter(self.matcher.fan_out(alert, cells))
+                while await self._fan_out_some(chunks, counts):
+                    pass  # location batches get the carding lock between holds
+                break
+            except InfrastructureError as exc:
+                # Start over: users already carded are deduplicated on the second pass.
+                self.metrics.infra_retries.labels("redis").inc()
+                log.warning("fan-out interrupted, restarting error=%s", exc)
+                await asyncio.sleep(1.0)
+        self.metrics.fanout_duration.observe(time.perf_counter() - started)
+        log.info("fan-out done present=%d cards=%d", *counts)
+
+    async def _fan_out_some(self, chunks: AsyncIterator[MatchResult], counts: list[int]) -> bool:
+        """Up to ``_FANOUT_HOLD`` chunks under one hold of the carding lock; False when the
+        fan-out is done. A chunk is prepared (presence read, dedup check, cards encoded)
+        while the previous one's acknowledgements arrive: the chunks of one fan-out hold
+        distinct users, so the overlap cannot card anyone twice. Nothing is left in
+        flight when the lock is released."""
+        async with self._carding:
+            publishing: asyncio.Future[None] | None = None
+            try:
+                for _ in range(_FANOUT_HOLD):
+                    result = await anext(chunks, None)
+                    if publishing is not None:
+                        await publishing
+                        publishing = None
+                    if result is None:
+                        return False
+                    publishing = asyncio.ensure_future(
+                        self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
+                    )
+                    counts[0] += result.locations
+                    counts[1] += len(result.cards)
+                return True
+            finally:
+                if publishing is not None:
+                    await publishing
+
+    async def on_tick(self) -> None:
+        """Periodic work: expire alerts whose time has come (event: ``expired``)."""
+        for event in await self._retrying("expiry", self.ingest.expire_due):
+            await self._retrying("expiry announce", lambda e=event: self._announce(e))  # type: ignore[misc]
+            log.info("alert expired status=%s", event["status"])
+
+    async def rebuild_index(self) -> None:
+        """Rebuild the index from the alerts topic (the source of truth) when it lost its
+        contents. Matching waits meanwhile: the caller's batch is retried afterwards."""
+        async with self._rebuilding:
+            if await self.ingest.index.is_built():
+                return
+            if self._alert_log is None:
+                await self.ingest.index.mark_built()
+                return
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            messages = await loop.run_in_executor(None, self._alert_log)
+            installed = 0
+            for raw in messages:
+                try:
+                    prepared = await self._prepare(raw.value or b"")
+                except BadInput:
+                    continue  # dead-lettered when it was first consumed
+                for item in prepared:
+                    await self.ingest.apply(item, replay=True)
+                    installed += 1
+            await self.ingest.index.mark_built()
+            self.metrics.index_rebuilds.inc()
+            log.warning(
+                "index rebuilt from the alerts topic messages=%d applied=%d seconds=%.1f",
+                len(messages),
+                installed,
+                time.perf_counter() - started,
+            )
+
+    async def refresh_gauges(self) -> None:
+        """Re-read the index into the active-alert and cover gauges (also run on a timer).
+        An alert past its expiry no longer counts as active, though its record lingers."""
+        now = self.clock_ms()
+        alerts = [
+            a
+            for a in await self.ingest.index.active_alerts()
+            if a.expires_ms is None or a.expires_ms > now
+        ]
+        self.metrics.active_alerts.clear()
+        for status in ("Actual", "Exercise", "Test"):
+            self.metrics.active_alerts.labels(status).set(0)
+        for alert in alerts:
+            self.metrics.active_alerts.labels(alert.status).inc()
+        live = {a.key for a in alerts}
+        for key in [k for k in self._cover_cells if k not in live]:
+            del self._cover_cells[key]
+        self.metrics.cover_cells.set(sum(self._cover_cells.values()))
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _dead_letter_record(self, record: dict[str, Any]) -> tuple[bytes, bytes]:
+        src = record["source"]
+        self.metrics.dead_lettered.labels(src["logical_topic"], record["reason_class"]).inc()
+        self.metrics.events_out.labels("dlq").inc()
+        key = f"{src['topic']}:{src['partition']}:{src['offset']}"
+        return key.encode(), orjson.dumps(record)
+
+    async def _dead_letter_now(self, record: dict[str, Any]) -> None:
+        await self._delivered(self.sink.publish("dlq", [self._dead_letter_record(record)]))
+
+    async def _delivered(self, publishing: Awaitable[None]) -> None:
+        # The sink raises BrokerUnavailable for the broker's failures; anything else is a bug
+        # and must not be retried as "Kafka down".
+        await publishing
+
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        while True:
+            try:
+                return await step()
+            except IndexNotBuilt:
+                log.warning("%s found the index empty; rebuilding it from the alerts topic", what)
+                await self.rebuild_index()
+            except InfrastructureError as exc:
+                dependency = "redis" if isinstance(exc, IndexUnavailable) else "kafka"
+                if dependency == "redis":
+                    self.metrics.redis_errors.inc()
+                self.metrics.infra_retries.labels(dependency).inc()
+                log.warning(
+                    "%s failed, retrying in %.1fs dependency=%s error=%s",
+                    what,
+                    delay,
+                    dependency,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
