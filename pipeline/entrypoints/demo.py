@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer
 
+from pipeline.adapters.kafka.consumer import TopicReader
 from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints.replay import replay_live, replay_offline
-from pipeline.entrypoints.simulate import simulate_to
 from pipeline.replay.eventlog import read_log
+from pipeline.replay.simulate import simulate_to
 from pipeline.settings import PolicySettings, Settings, child_environment
 
 DEMO_SENDER = "amber@demo.alertfeed.example"
@@ -153,29 +153,18 @@ def _collect(
 ) -> list[dict[str, Any]]:
     """Records on ``topic`` of the alerts whose id starts with ``alert_prefix``: until
     ``expected`` arrived and nothing new came for ``quiet_s``, or ``timeout_s``."""
-    consumer = Consumer(
-        {
-            **settings.kafka.confluent_config(),
-            "group.id": f"demo-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
     found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    last = time.monotonic()
-    try:
+    with TopicReader(settings, topic, group_prefix="demo") as reader:
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.3)
-            if msg is None or msg.error():
+            consumed = reader.poll(0.3)
+            if consumed is None:
                 if len(found) >= expected and time.monotonic() - last > quiet_s:
                     break
                 continue
-            record = orjson.loads(msg.value() or b"null")
+            record = orjson.loads(consumed.value or b"null")
             if isinstance(record, dict) and str(record.get("alert_id")).startswith(alert_prefix):
                 found.append(record)
                 last = time.monotonic()
-    finally:
-        consumer.close()
     return found

@@ -24,10 +24,9 @@ and ``"headers_encoding": "base64"``; if a name repeats, headers are an array of
 Files are ``.jsonl``, ``.jsonl.gz`` or ``.jsonl.zst``, chosen by suffix. Compressed output
 is deterministic too: the gzip header carries no name and no mtime.
 
-Records come back in file order (:func:`read_log`) or in event-time order
-(:func:`in_event_time_order`, built on :mod:`pipeline.replay.order`, whose rows
-serve hot loops such as the offline replay). :func:`retime_record` moves a record in time;
-the times inside values are moved by :mod:`pipeline.replay.retime`.
+Records come back in file order (:func:`read_log`); :mod:`pipeline.replay.order` reads them
+in event-time order, and :mod:`pipeline.replay.retime` moves them in time. This module is
+the format and its files only.
 """
 
 from __future__ import annotations
@@ -36,27 +35,22 @@ import base64
 import binascii
 import gzip
 import os
-import re
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import zstandard
 
+from pipeline.domain.records import Headers
 from pipeline.errors import MalformedEvent
-from pipeline.replay.retime import retime_value
-
-LOGICAL_TOPICS = ("alerts", "locations", "interstitials", "lifecycle", "dlq")
-Headers = tuple[tuple[str, bytes | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedRecord:
-    """One record of an event log, bytes untouched.
+    """One record of an event log (one line), bytes untouched.
 
     ``topic`` is a logical name or a foreign real topic name. ``partition`` and ``offset``
     are known for recorded traffic and ``None`` for synthetic records.
@@ -342,86 +336,3 @@ def write_log(path: str | os.PathLike[str], records: Iterable[LoggedRecord]) -> 
         for record in records:
             writer.write(record)
         return writer.count
-
-
-# -- event-time order -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Sequenced:
-    """A record and its 0-based position among the non-blank lines of its file."""
-
-    seq: int
-    record: LoggedRecord
-
-
-def in_event_time_order(
-    path: str | os.PathLike[str],
-    *,
-    keep: Callable[[str], bool] = lambda _topic: True,
-    chunk_records: int = 250_000,
-) -> Iterator[Sequenced]:
-    """The records whose topic ``keep`` accepts, ordered by (ts, alerts first, file position).
-    See :func:`pipeline.replay.order.event_time_rows`, which this wraps."""
-    from pipeline.replay.order import event_time_rows  # it reads with this module
-
-    rows = event_time_rows(path, keep=keep, chunk_records=chunk_records)
-    for seq, topic, ts, key, value, headers, partition, offset in rows:
-        yield Sequenced(seq, LoggedRecord(topic, ts, key, value, headers, partition, offset))
-
-
-# -- retiming ---------------------------------------------------------------------------------
-def retime_record(record: LoggedRecord, delta_ms: int, logical_topic: str) -> LoggedRecord:
-    """``record`` moved by ``delta_ms``: its ``ts`` and, per :func:`retime_value`, the times
-    inside it. ``logical_topic`` says how to read the value."""
-    value = record.value
-    if value is not None:
-        value = retime_value(logical_topic, value, delta_ms)
-    return replace(record, ts=record.ts + delta_ms, value=value)
-
-
-# -- topic names ------------------------------------------------------------------------------
-def parse_topic_map(pairs: Iterable[str]) -> dict[str, str]:
-    """``["old=new", ...]`` into a mapping. Raises ValueError on an entry without ``=``."""
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old or not new:
-            raise ValueError(f"topic map entry {pair!r} is not old=new")
-        mapping[old] = new
-    return mapping
-
-
-# -- times on the command line ----------------------------------------------------------------
-_RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?)?$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_duration_ms(text: str) -> int:
-    """``90``, ``90s``, ``10m``, ``1.5h``, ``2d`` or ``250ms`` (bare numbers are seconds) to
-    milliseconds. Raises ValueError."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration (e.g. 90s, 10m, 1h): {text!r}")
-    return round(float(match.group(1)) * _UNIT_MS[match.group(2) or "s"])
-
-
-def parse_when(text: str, now_ms: int) -> int:
-    """A point in time as epoch ms: ``now``, ``now-10m``, ``now+30s``, an ISO-8601 time with
-    an offset, or epoch milliseconds. Raises ValueError."""
-    stripped = text.strip()
-    match = _RELATIVE.match(stripped)
-    if match:
-        sign, amount, unit = match.groups()
-        if sign is None:
-            return now_ms
-        delta = parse_duration_ms(f"{amount}{unit or 's'}")
-        return now_ms + delta if sign == "+" else now_ms - delta
-    if stripped.isdigit():
-        return int(stripped)
-    try:
-        moment = datetime.fromisoformat(stripped)
-    except ValueError:
-        raise ValueError(f"not a time (now, now-10m, ISO-8601, epoch ms): {text!r}") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
-    return int(moment.timestamp() * 1000)

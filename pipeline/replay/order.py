@@ -1,19 +1,21 @@
 """Event-time order of an event log: records by (ts, alerts first, file position).
 
-:func:`event_time_rows` is the reader of the offline replay and of ``alertfeed replay``
-(through :func:`pipeline.replay.eventlog.in_event_time_order`). Simulated and recorded
-logs are mostly in order already, so a first pass checks that, keeping what it read of the
-first lines; a log out of order is sorted in chunks spilled to disk and merged. Memory
-stays bounded for any log size. A reader that can start over (the offline replay) skips
-the first pass: it reads optimistically (see :func:`event_time_blocks`).
+:func:`event_time_blocks` is the reader of the offline replay, :func:`in_event_time_order`
+(records) that of the live replay. Simulated and recorded logs are mostly in order
+already, so a first pass checks that, keeping what it read of the first lines; a log out
+of order is sorted in chunks spilled to disk and merged. Memory stays bounded for any log
+size. A reader that can start over (the offline replay) skips the first pass: it reads
+optimistically (see :func:`event_time_blocks`).
 
 Speed matters here: a log holds millions of locations. Lines are read a block at a time
-with regexes (loops in C), and a location written the way simulators and recorders write
-it is taken apart without decoding its JSON: its value bytes are cut from the line, which
-gives exactly what :func:`~pipeline.replay.eventlog.decode_record` gives (see
-:data:`_LOCATION`). Any other line goes through ``decode_record``. Runs of such locations
-come as columns (:class:`TopicRun`). Reading optimistically, a big log is taken apart by a
-helper process, on a second core, while the caller works on the blocks before.
+and taken apart by :mod:`pipeline.replay.lines`, mostly without decoding their JSON; runs
+of locations come as columns (:class:`TopicRun`). Reading optimistically, a big log is
+taken apart by a helper process, on a second core, while the caller works on the blocks
+before.
+
+Record shapes here, each for its readers: :class:`Sequenced` (a LoggedRecord and its
+position), :data:`~pipeline.replay.lines.LogRow` (the same as a plain tuple, for hot
+loops) and :class:`TopicRun` (consecutive rows of one topic as columns).
 """
 
 from __future__ import annotations
@@ -35,12 +37,8 @@ from itertools import count, islice, repeat
 from pathlib import Path
 from typing import IO, cast
 
-from pipeline.replay.eventlog import Headers, decode_record, read_lines, text_blocks
-
-# One record: its 0-based position among the non-blank lines of its file, then the fields
-# of its LoggedRecord (topic, ts, key, value, headers, partition, offset). Plain tuples:
-# building dataclasses per record costs about as much as reading them.
-LogRow = tuple[int, str, int, bytes | None, bytes | None, Headers, int | None, int | None]
+from pipeline.replay.eventlog import LoggedRecord, read_lines, text_blocks
+from pipeline.replay.lines import LogRow, ParsedBlock, parse_block, row_of, sort_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,25 +75,11 @@ _Deferred = tuple[int, bytes]
 # What a block of lines reads into: a run of one topic, or rows and deferred lines.
 _Scanned = TopicRun | list[LogRow | _Deferred]
 
-_HEAD = re.compile(rb'^\{"topic":"([^"\\]+)","ts":(-?\d+)[,}]')
-# The same, for every line of a block at once (each line after its newline).
+# The head of a line up to its ts, for every line of a block at once (each line after its
+# newline).
 _HEADS = re.compile(rb'\n\{"topic":"([^"\\\n]+)","ts":(-?\d+)[,}]')
 _TOPIC = re.compile(rb'[^"\\\n]+')
-# A location line with ASCII strings free of escapes, integers, and floats in orjson's own
-# shortest form (at most 14 significant digits, no exponent, no trailing zero but ".0"):
-# orjson.dumps of the parsed value gives the value's bytes back, byte for byte.
-_STR = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
-_FLOAT = rb"-?(?:0\.(?!00000)|[1-9]\d{0,5}\.)(?:0|\d{0,7}[1-9])"
-_LOCATION = (
-    rb'\{"topic":"(%s+)","ts":([1-9]\d{0,17}),"key":"(%s*)","value":(\{"user_id":"%s+",'
-    rb'"lat":%s,"lon":%s,"ts":[1-9]\d{0,17}(?:,"accuracy_m":%s)?\})\}'
-    % (_STR, _STR, _STR, _FLOAT, _FLOAT, _FLOAT)
-)
-_LOCATION_LINE = re.compile(_LOCATION)
-# Every line of a block: groups 1-4 for a _LOCATION line, else group 5 holds the line.
-_LINES = re.compile(rb"\n(?:%s(?=\n|\Z)|([^\n]*))" % _LOCATION)
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
-_third, _fourth, _fifth = operator.itemgetter(2), operator.itemgetter(3), operator.itemgetter(4)
+_first = operator.itemgetter(0)
 
 
 def topic_rank(topic: str) -> int:
@@ -232,10 +216,11 @@ class _Reader:
     def scan(self, block: bytes, seq: int, *, check: bool) -> tuple[_Scanned, int]:
         """The kept rows of a block and the ``seq`` of its last line. With ``check``, clears
         :attr:`ordered` if the block breaks the order (the rows are then incomplete)."""
-        return self.take(_parse_block(block), seq, check=check)
+        return self.take(parse_block(block), seq, check=check)
 
-    def take(self, parsed: _Parsed, seq: int, *, check: bool) -> tuple[_Scanned, int]:
-        """:meth:`scan` of a block that :func:`_parse_block` took apart."""
+    def take(self, parsed: ParsedBlock, seq: int, *, check: bool) -> tuple[_Scanned, int]:
+        """:meth:`scan` of a block that :func:`~pipeline.replay.lines.parse_block` took
+        apart."""
         if isinstance(parsed, tuple):  # only locations, of one topic
             topic, times, keys, values = parsed
             start, seq = seq + 1, seq + len(times)
@@ -266,7 +251,7 @@ class _Reader:
             elif (line := other.rstrip(b"\r")).strip():
                 seq += 1
                 if check:
-                    topic_name, ts = _sort_head(line, seq + 1)
+                    topic_name, ts = sort_head(line, seq + 1)
                     if self.kept(topic_name):
                         if (head := 2 * ts + topic_rank(topic_name)) < self.last:
                             self.ordered = False
@@ -286,7 +271,7 @@ class _Reader:
         for item in rows:
             if len(item) == 8:
                 yield item
-            elif self.kept((row := _row_of(*item))[1]):
+            elif self.kept((row := row_of(*item))[1]):
                 yield row
 
     def _in_order(self, lines: bytes) -> bool:
@@ -297,7 +282,7 @@ class _Reader:
             for raw_line in lines.split(b"\n"):
                 if (line := raw_line.rstrip(b"\r")).strip():
                     self.lines += 1
-                    topic, ts = _sort_head(line, self.lines)
+                    topic, ts = sort_head(line, self.lines)
                     if self.kept(topic):
                         if (head := 2 * ts + topic_rank(topic)) < self.last:
                             return False
@@ -317,7 +302,7 @@ class _Reader:
     def _block_heads(self, lines: bytes) -> tuple[list[int], int | None] | None:
         """The kept records of a block as ``(order, rank)``: their sort heads are ``2 * x
         + rank`` for ``x`` in ``order``, or ``order`` itself if ``rank`` is None. None
-        unless every line has the layout :data:`_HEAD` reads and a UTF-8 topic."""
+        unless every line has the layout :data:`_HEADS` reads and a UTF-8 topic."""
         count = lines.count(b"\n")
         head = lines[: lines.find(b'","ts":') + 7]
         topic = head[11:-7]
@@ -346,26 +331,6 @@ class _Reader:
         return True
 
 
-# A block of lines taken apart: a run of locations of one topic (its name as bytes, and the
-# times, keys and values), or else the groups of _LINES for every line.
-_Parsed = (
-    tuple[bytes, list[int], list[bytes], list[bytes]]
-    | list[tuple[bytes, bytes, bytes, bytes, bytes]]
-)
-
-
-def _parse_block(block: bytes) -> _Parsed:
-    """The lines of a block (each after its newline) taken apart; no state, so that a helper
-    process can do it."""
-    found: list[tuple[bytes, bytes, bytes, bytes, bytes]] = _LINES.findall(block)
-    topics = set(map(_first, found))
-    if len(topics) == 1 and (topic := topics.pop()):
-        columns = map(_second, found), map(_third, found), map(_fourth, found)
-        times, keys, values = columns
-        return topic, list(map(int, times)), list(keys), list(values)
-    return found
-
-
 # From this size on (on disk), a helper process takes the blocks of a log apart; below, its
 # start (a fresh interpreter, about 0.1 s) would cost more than it saves.
 HELPER_MIN_BYTES = 4 << 20
@@ -377,13 +342,13 @@ _PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask of Linux by de
 _HELPER = "from pipeline.replay.order import parse_to_stdout; parse_to_stdout()"
 
 
-def _parsed_blocks(path: str | os.PathLike[str]) -> Generator[_Parsed, None, None]:
+def _parsed_blocks(path: str | os.PathLike[str]) -> Generator[ParsedBlock, None, None]:
     """The blocks of a file taken apart: by a helper process, on another core and a block
     ahead of the caller, for a big file on a machine with more than one; else here. Raises
     NotInOrder if the helper fails (whatever it was, reading again here raises it)."""
     if os.path.getsize(path) < HELPER_MIN_BYTES or (os.cpu_count() or 1) < 2 or not sys.executable:
         for block in text_blocks(path):
-            yield _parse_block(block)
+            yield parse_block(block)
         return
     # A plain child process, not multiprocessing's: that one runs the caller's main module
     # again in the child, which no script that replays a log expects.
@@ -424,7 +389,7 @@ def parse_to_stdout() -> None:
     try:
         try:
             for block in text_blocks(sys.argv[1]):
-                data = marshal.dumps(_parse_block(block))
+                data = marshal.dumps(parse_block(block))
                 out.write(_FRAME.pack(len(data)))
                 out.write(data)
         except BrokenPipeError:
@@ -435,24 +400,6 @@ def parse_to_stdout() -> None:
         out.flush()
     except BrokenPipeError:  # the caller stopped reading: nobody to tell, nothing to flush
         os._exit(0)
-
-
-def _row_of(seq: int, line: bytes) -> LogRow:
-    match = _LOCATION_LINE.fullmatch(line)
-    if match is not None:
-        topic, ts, key, value = match.groups()
-        return seq, topic.decode("ascii"), int(ts), key, value, (), None, None
-    r = decode_record(line, seq + 1)
-    return seq, r.topic, r.ts, r.key, r.value, r.headers, r.partition, r.offset
-
-
-def _sort_head(line: bytes, number: int) -> tuple[str, int]:
-    """``(topic, ts)`` of a line: a regex for the layout this module writes, else a parse."""
-    match = _HEAD.match(line)
-    if match:
-        return match.group(1).decode(), int(match.group(2))
-    record = decode_record(line, number)
-    return record.topic, record.ts
 
 
 def _external_sort(
@@ -473,7 +420,7 @@ def _external_sort(
             chunk.clear()
 
         for seq, line in enumerate(read_lines(path)):
-            topic, ts = _sort_head(line, seq + 1)
+            topic, ts = sort_head(line, seq + 1)
             if kept(topic):
                 chunk.append(((ts, topic_rank(topic), seq), line))
                 if len(chunk) >= chunk_records:
@@ -481,7 +428,7 @@ def _external_sort(
         if not spills:
             chunk.sort(key=lambda item: item[0])
             for (_, _, seq), line in chunk:
-                yield _row_of(seq, line)
+                yield row_of(seq, line)
             return
         if chunk:
             spill()
@@ -493,4 +440,26 @@ def _external_sort(
                     yield (int(ts_text), int(rank_text), int(seq_text)), line
 
         for (_, _, seq), line in heapq.merge(*(run(p) for p in spills), key=lambda i: i[0]):
-            yield _row_of(seq, line)
+            yield row_of(seq, line)
+
+
+# -- records ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """A record and its 0-based position among the non-blank lines of its file."""
+
+    seq: int
+    record: LoggedRecord
+
+
+def in_event_time_order(
+    path: str | os.PathLike[str],
+    *,
+    keep: Callable[[str], bool] = lambda _topic: True,
+    chunk_records: int = 250_000,
+) -> Iterator[Sequenced]:
+    """The records whose topic ``keep`` accepts, ordered by (ts, alerts first, file position).
+    See :func:`event_time_rows`, which this wraps."""
+    rows = event_time_rows(path, keep=keep, chunk_records=chunk_records)
+    for seq, topic, ts, key, value, headers, partition, offset in rows:
+        yield Sequenced(seq, LoggedRecord(topic, ts, key, value, headers, partition, offset))

@@ -1,4 +1,5 @@
-"""Time shifting of logged values: move the times inside alerts and locations by one offset.
+"""Time shifting of logged records: move a record, and the times inside alerts and
+locations, by one offset.
 
 ``alertfeed replay --retime`` uses this to play an old log as if it happened now. Values
 are bytes as they travel on the topics; what is not a recognised time, or does not parse,
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+
+from pipeline.replay.eventlog import LoggedRecord
 
 _CAP_TIME = re.compile(
     rb"<((?:[A-Za-z_][\w.-]*:)?)(sent|effective|onset|expires)>\s*([^<]*?)\s*</\1\2>"
@@ -40,6 +44,15 @@ def shift_iso(text: str, delta_ms: int) -> str:
     elif stripped.endswith("-00:00"):
         out = out.removesuffix("+00:00") + "-00:00"
     return out
+
+
+def retime_record(record: LoggedRecord, delta_ms: int, logical_topic: str) -> LoggedRecord:
+    """``record`` moved by ``delta_ms``: its ``ts`` and, per :func:`retime_value`, the times
+    inside it. ``logical_topic`` says how to read the value."""
+    value = record.value
+    if value is not None:
+        value = retime_value(logical_topic, value, delta_ms)
+    return replace(record, ts=record.ts + delta_ms, value=value)
 
 
 def retime_value(topic: str, value: bytes, delta_ms: int) -> bytes:

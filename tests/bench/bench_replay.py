@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 
 from pipeline.entrypoints.replay import replay_offline
-from pipeline.entrypoints.simulate import simulate_to
 from pipeline.replay.eventlog import read_lines
 from pipeline.replay.scenario import DEFAULT_SENDER
+from pipeline.replay.simulate import simulate_to
 from pipeline.settings import PolicySettings, Settings
 
 Report = Callable[[str, float, str, str, float], None]

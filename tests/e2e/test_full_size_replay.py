@@ -19,8 +19,8 @@ import pytest
 
 from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.entrypoints.replay import replay_offline
-from pipeline.entrypoints.simulate import simulate_to
 from pipeline.replay.scenario import DEFAULT_SENDER
+from pipeline.replay.simulate import simulate_to
 from pipeline.settings import MatchSettings, PolicySettings, Settings
 from tests.support.kafka import collect
 from tests.support.live_replay import card_pairs, replay_to_worker, scrape

@@ -19,11 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.adapters.kafka.tools import ensure_topics
-from pipeline.entrypoints import replay
 from pipeline.entrypoints.replay import replay_offline
-from pipeline.entrypoints.simulate import simulate_to
-from pipeline.replay.eventlog import encode_record, json_record, read_log, retime_record
+from pipeline.replay import offline as offline_replay
+from pipeline.replay.eventlog import encode_record, json_record, read_log
+from pipeline.replay.retime import retime_record
 from pipeline.replay.scenario import DEFAULT_SENDER
+from pipeline.replay.simulate import simulate_to
 from pipeline.settings import PolicySettings, Settings
 from tests.support.kafka import collect
 from tests.support.live_replay import card_pairs, replay_to_worker
@@ -100,7 +101,7 @@ def test_a_log_found_out_of_order_late_replays_byte_for_byte_like_the_ordered_on
         b"".join(lines[:middle] + lines[middle + 1 : -5] + [lines[middle]] + lines[-5:])
     )
     first = replay_offline(SIMULATION, log, tmp_path / "a.jsonl.zst")
-    with caplog.at_level(logging.INFO, logger="pipeline.entrypoints.replay"):
+    with caplog.at_level(logging.INFO, logger="pipeline.replay.offline"):
         second = replay_offline(SIMULATION, moved, tmp_path / "b.jsonl.zst")
     assert "read again in event-time order" in caplog.text  # after a first, dropped output
     assert (tmp_path / "a.jsonl.zst").read_bytes() == (tmp_path / "b.jsonl.zst").read_bytes()
@@ -150,14 +151,14 @@ def test_when_the_presence_store_forgets_never_shows_in_the_output(
     simulate_to(sim, 300, 300, 2, 1, START, report_every_s=30)
     user = edge_of_the_window(sim, edge, int(SIMULATION.match.freshness_s * 1000))
     outputs = []
-    for every in (replay.FORGET_EVERY_MS, replay.PRESENCE_FORGET_EVERY_MS):
-        monkeypatch.setattr(replay, "PRESENCE_FORGET_EVERY_MS", every)
+    for every in (offline_replay.FORGET_EVERY_MS, offline_replay.PRESENCE_FORGET_EVERY_MS):
+        monkeypatch.setattr(offline_replay, "PRESENCE_FORGET_EVERY_MS", every)
         for log in (sim, edge):
             replay_offline(SIMULATION, log, tmp_path / "out.jsonl")
             outputs.append((tmp_path / "out.jsonl").read_bytes())
     assert outputs[:2] == outputs[2:]
     assert card_pairs(tmp_path / "out.jsonl") == set()  # forgotten at the alert's very time
-    monkeypatch.setattr(replay, "FORGET_EVERY_MS", 10**15)
+    monkeypatch.setattr(offline_replay, "FORGET_EVERY_MS", 10**15)
     replay_offline(SIMULATION, edge, tmp_path / "out.jsonl")
     assert {u for u, _ in card_pairs(tmp_path / "out.jsonl")} == {user}  # never forgotten
 

@@ -1,6 +1,6 @@
 """Putting an event log in front of a real worker in the order the offline replay applies it.
 
-The offline replay (:func:`pipeline.entrypoints.replay.replay_offline`) runs a log in event-time
+The offline replay (:func:`pipeline.replay.offline.replay_log`) runs a log in event-time
 order: every location before an alert message is matched before the alert is applied, and
 the alert (with its fan-out) before any location after it. :func:`replay_to_worker` gives a
 real ``alertfeed worker`` the same order: it publishes the locations between two alert

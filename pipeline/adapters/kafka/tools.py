@@ -1,7 +1,8 @@
 """confluent-kafka tools: topic creation, a delivery-checked producer, and the alert-log reader.
 
-Used by the CLI (publish, record, replay, demo) and by the worker's start-up. The Faust
-worker itself consumes and produces through Faust.
+Used by the CLI (publish, replay, demo) and by the worker's start-up; the CLI's other
+consumers are in :mod:`pipeline.adapters.kafka.consumer`. The Faust worker itself consumes
+through Faust.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.adapters.kafka.consumer import consumed_record
+from pipeline.domain.records import RawEvent
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
 
@@ -82,19 +82,6 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return created
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record, bytes untouched."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
 # Every producer of ours: acknowledged by all in-sync replicas, no duplicates on retry, and
 # Java's key partitioner (murmur2), so a user's records land on the partition a Java or
 # Kafka Streams producer would choose (librdkafka's own default hashes differently).
@@ -135,7 +122,7 @@ class DeliveryProducer:
         topic: str,
         value: bytes | None,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         timestamp_ms: int | None = None,
     ) -> None:
         while True:
@@ -161,19 +148,6 @@ class DeliveryProducer:
             failures, self._failures = self._failures, []
             raise BrokerUnavailable(f"{len(failures)} records failed: {failures[0]}")
         return self.delivered
-
-
-def record_of(msg: Any) -> Record:
-    """A consumed confluent-kafka message as a Record."""
-    return Record(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        timestamp_ms=msg.timestamp()[1],
-        key=msg.key(),
-        value=msg.value(),
-        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
-    )
 
 
 def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEvent]:
@@ -206,17 +180,8 @@ def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEven
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            record = record_of(msg)
-            out.append(
-                RawEvent(
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.timestamp_ms,
-                    record.key,
-                    record.value,
-                )
-            )
+            record = consumed_record(msg)
+            out.append(record)
             if record.offset + 1 >= ends.get(record.partition, 0):
                 ends.pop(record.partition, None)
         if ends:

@@ -1,4 +1,5 @@
-"""Raw events as they came off a topic, and the dead-letter record of one that was bad.
+"""The dead-letter record of a raw event (:class:`~pipeline.domain.records.RawEvent`) that
+was bad.
 
 A dead letter keeps the original bytes exactly (base64), where they came from (topic,
 partition, offset) and a precise reason, so nothing a producer sent is ever lost.
@@ -7,24 +8,12 @@ partition, offset) and a precise reason, so nothing a producer sent is ever lost
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
+from pipeline.domain.records import RawEvent
 from pipeline.errors import BadInput
 
 DEAD_LETTER_SCHEMA = "alertfeed.dead_letter/1"
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """One message as consumed: bytes untouched, plus its coordinates in the log."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
 
 
 def dead_letter(
