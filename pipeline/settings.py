@@ -10,6 +10,18 @@ nesting, for example::
     ALERTFEED_POLICY__ALLOWED_SENDERS='["w-nws.webmaster@noaa.gov","amber@ncmec.org"]'
 
 Connection strings parse into typed settings, like arq's ``RedisSettings.from_dsn``.
+
+Every tunable of the worker is a field here, with its reason in a comment beside it; the
+pacing ones, with their defaults:
+
+* ``match.batch_size`` / ``match.batch_within_s`` (1000 / 0.05 s): a location batch;
+* ``match.alert_batch_size`` / ``match.alert_batch_within_s`` (16 / 0.05 s): an alerts batch;
+* ``match.fanout_hold_chunks`` (10): fan-out chunks per hold of the carding lock;
+* ``match.fanout_retry_s`` (1 s): pause before an interrupted fan-out starts over;
+* ``match.retry_max_backoff_s`` (30 s): backoff cap while Kafka or Redis is down;
+* ``match.expiry_check_s`` (5 s): how often alerts due to expire are expired;
+* ``metrics.gauge_interval_s`` (5 s): how often the gauges (consumer lag included) are read;
+* ``kafka.commit_interval_s`` (1 s) and ``kafka.session_timeout_s`` (10 s): consumer group.
 """
 
 from __future__ import annotations
@@ -38,6 +50,9 @@ class KafkaSettings(BaseModel):
     # A worker that dies without leaving the group (SIGKILL, a crash-only exit) keeps its
     # partitions this long before the group hands them on: the redelivery delay of a crash.
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
+    # How often the worker commits the offsets of the batches it acknowledged: a crash
+    # redelivers up to this much more than it must (consumers dedupe on event_id).
+    commit_interval_s: float = Field(default=1.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -88,7 +103,19 @@ class RedisSettings(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        try:
+            _ = parts.port  # raises for a port that is not a number in 0-65535
+            port_ok = True
+        except ValueError:
+            port_ok = False
+        db = parts.path.strip("/")
+        db_ok = not db or (db.isascii() and db.isdigit())
+        if (
+            parts.scheme not in ("redis", "rediss")
+            or not parts.hostname
+            or not port_ok
+            or not db_ok
+        ):
             raise ValueError(f"not a Redis URL (redis://host:port/db): {value!r}")
         return value
 
@@ -138,9 +165,23 @@ class TopicSettings(BaseModel):
 
 
 class MatchSettings(BaseModel):
+    """How the worker matches, batches, fans out and retries."""
+
     resolution: int = Field(default=10, ge=0, le=15)
+    # A location batch: up to batch_size events, or what came within batch_within_s.
     batch_size: int = Field(default=1000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # An alerts batch, the same way. Each alert message is still handled on its own; the
+    # batch only bounds how many the agent takes (and acknowledges) at a time.
+    alert_batch_size: int = Field(default=16, ge=1)
+    alert_batch_within_s: float = Field(default=0.05, gt=0)
+    # Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch
+    # waits at most about this many chunks' time while a state-wide fan-out runs.
+    fanout_hold_chunks: int = Field(default=10, ge=1)
+    # Pause before a fan-out interrupted by a Redis failure starts over.
+    fanout_retry_s: float = Field(default=1.0, ge=0)
+    # Cap of the exponential backoff (from 0.1 s, doubling) while Kafka or Redis is down.
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     freshness_s: float = Field(default=1800.0, gt=0)
     expiry_check_s: float = Field(default=5.0, gt=0)
@@ -167,8 +208,13 @@ class PolicySettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    """The worker's HTTP endpoints (/metrics, /healthz, /ready, /alerts/reach)."""
+
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)
+    # How often the active-alert, cover and consumer-lag gauges are re-read; also the
+    # timeout of one lag sample.
+    gauge_interval_s: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):

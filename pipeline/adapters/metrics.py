@@ -19,10 +19,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class Metrics:
-    """All metrics of one worker, in a registry of its own."""
+    """All metrics of one worker, in a registry of its own, and its readiness.
+
+    Readiness is held as a plain flag, :attr:`is_ready` (what ``/ready`` answers), set with
+    :meth:`set_ready`, which mirrors it into the ``alertfeed_worker_ready`` gauge: gauges
+    are written for Prometheus, never read back."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Longer than a function should be, on purpose: one declaration per metric, the
+        # whole catalogue of what a worker exposes in one place (tests/deploy reads it).
         self.registry = registry or CollectorRegistry()
+        self.is_ready = False
         r = self.registry
         # process_start_time_seconds and friends: a worker that keeps restarting (crash-only,
         # see pipeline.adapters.faust.app) shows as changes of its start time.
@@ -149,6 +156,11 @@ class Metrics:
         self.ready = Gauge(
             "alertfeed_worker_ready", "1 once the worker has its partitions and serves.", registry=r
         )
+
+    def set_ready(self, ready: bool) -> None:
+        """Record whether the worker has its partitions and serves."""
+        self.is_ready = ready
+        self.ready.set(1 if ready else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,16 +1,31 @@
 """The narrow interfaces between the domain and the outside world.
 
-Each port has a real adapter (Redis) and an in-process twin; both pass the same contract
-tests (tests/contract/). The domain services depend only on these protocols.
+Each store port has a real adapter (Redis, ``pipeline.adapters.redis``) and an in-process
+twin (``pipeline.adapters.memory``); both pass the same contract tests (tests/contract/).
+The :class:`Sink` has a Kafka adapter (``pipeline.adapters.kafka.sink``) and the offline
+replay's event-log sink. The domain and the application service (``pipeline.service``)
+depend only on these protocols; adapters implement them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Literal, Protocol
 
 from pipeline.domain.models import Sighting
+from pipeline.domain.reach import AlertFacts, AlertReach
 from pipeline.domain.targeting.cards import ActiveAlert
+
+# The logical topics the worker produces to.
+OutTopic = Literal["interstitials", "lifecycle", "dlq"]
+
+
+class Sink(Protocol):
+    """Publishes to a logical output topic. Returns once the broker acknowledged every
+    record; raises BrokerUnavailable if any could not be delivered (and only for that:
+    anything else it raises is a bug)."""
+
+    async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
 
 class CellIndex(Protocol):
@@ -34,6 +49,19 @@ class CellIndex(Protocol):
 
     async def cancelled_version(self, key: str) -> int | None:
         """The version of the Cancel recorded for ``key``, if any."""
+
+    async def owe(self, key: str, version: int, event: bytes, keep_until_ms: int) -> None:
+        """Record that the lifecycle event ``event`` of ``key`` at ``version`` is owed to the
+        lifecycle topic. Written before the index changes for that version, and cleared by
+        :meth:`paid` once the event is announced and its fan-out done: a worker that dies in
+        between leaves it for the redelivered message to find."""
+
+    async def owed(self, key: str) -> tuple[int, bytes] | None:
+        """``(version, event)`` of the lifecycle event owed for ``key``, if any."""
+
+    async def paid(self, key: str, version: int) -> None:
+        """The event owed for ``key`` at ``version`` was announced; forget it (a newer one
+        owed meanwhile is kept)."""
 
     async def mark_built(self) -> None:
         """Record that the index holds every alert of the alerts topic (after a rebuild)."""
@@ -96,3 +124,23 @@ class CoverCache(Protocol):
 
     def put(self, key: str, cells: frozenset[int]) -> None:
         """Store ``cells`` under ``key`` (best effort: a failure to store is not an error)."""
+
+
+class ReachStore(Protocol):
+    """Per-alert card counters shared by all workers (:mod:`pipeline.domain.reach`)."""
+
+    async def track(self, facts: AlertFacts) -> None:
+        """Record an alert's lifecycle: status and state are overwritten, ``issued_ms`` is
+        set only the first time, the expiry follows ``facts.expires_ms``. Idempotent."""
+
+    async def add_cards(self, counts: Mapping[str, int], at_ms: int) -> dict[str, int]:
+        """Add ``counts[key]`` confirmed cards to each alert at ``at_ms``; returns each
+        alert's total after the addition, so ``total == counts[key]`` means this call
+        recorded the alert's first cards (across all workers). Not idempotent: call once
+        per broker-acknowledged batch."""
+
+    async def issued_at(self, key: str) -> int | None:
+        """``issued_ms`` recorded by :meth:`track`, if any."""
+
+    async def snapshot(self, now_ms: int) -> list[AlertReach]:
+        """Every alert still remembered, most recently issued first."""

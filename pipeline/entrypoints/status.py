@@ -1,6 +1,6 @@
 """``alertfeed status``: per-alert reach for on-call engineers and partners.
 
-Reads the shared reach store in Redis (:mod:`pipeline.adapters.reach`), so it answers for
+Reads the shared reach store in Redis (:mod:`pipeline.adapters.redis.reach`), so it answers for
 all workers together and works while no worker runs. The same figures are served as JSON
 by every worker at ``GET /alerts/reach``.
 """
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from pipeline.adapters.reach import AlertReach, RedisReachStore
+from pipeline.adapters.redis.reach import RedisReachStore
 from pipeline.domain.alerts.timefmt import ms_to_iso
+from pipeline.domain.reach import AlertReach
 from pipeline.entrypoints.wiring import make_redis
 from pipeline.settings import Settings
 

@@ -5,23 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from redis.asyncio import Redis, RedisCluster
-
 from pipeline.adapters.census import CensusGazetteer
 from pipeline.adapters.disk_cover_cache import DiskCoverCache
-from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.adapters.metrics import Metrics
+from pipeline.adapters.redis.client import RedisClient, redis_client
+from pipeline.adapters.redis.dedup import RedisDedupStore
+from pipeline.adapters.redis.index import RedisCellIndex
+from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.domain.geo.areas import cover_alert
 from pipeline.domain.geo.cover import CoverLimits
 from pipeline.domain.geo.geocodes import resolve_geocodes_with_reasons
 from pipeline.domain.lifecycle import AlertIngest, PreparedAlert, prepare_alerts
 from pipeline.domain.models import AlertCover
-from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
+from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore, Sink
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.matching import Matcher
 from pipeline.domain.targeting.policy import AudiencePolicy
+from pipeline.service.reach import ReachTracker
+from pipeline.service.runtime import Prepare, WorkerRuntime, now_ms
 from pipeline.settings import Settings
 
 
-def make_redis(settings: Settings) -> Redis | RedisCluster:
+def make_redis(settings: Settings) -> RedisClient:
     r = settings.redis
     return redis_client(
         r.url,
@@ -31,13 +36,45 @@ def make_redis(settings: Settings) -> Redis | RedisCluster:
     )
 
 
-def make_index(
-    settings: Settings, client: Redis | RedisCluster
-) -> tuple[RedisCellIndex, RedisDedupStore]:
+def make_redis_stores(
+    settings: Settings, client: RedisClient
+) -> tuple[RedisCellIndex, RedisDedupStore, RedisPresenceStore]:
+    """The cell index, the dedup store and the presence store on ``client``."""
     prefix = settings.redis.key_prefix
     return (
         RedisCellIndex(client, prefix=prefix, resolution=settings.match.resolution),
         RedisDedupStore(client, prefix=prefix),
+        RedisPresenceStore(client, prefix=prefix, window_ms=freshness_ms(settings)),
+    )
+
+
+def make_runtime(
+    settings: Settings,
+    services: tuple[Matcher, AlertIngest],
+    metrics: Metrics,
+    sink: Sink,
+    *,
+    clock_ms: Callable[[], int] = now_ms,
+    reach: ReachTracker | None = None,
+    alert_log: Callable[[], list[RawEvent]] | None = None,
+    prepare: Prepare | None = None,
+) -> WorkerRuntime:
+    """The application service as the worker and the offline replay both run it, paced
+    by the settings (retry backoff, fan-out holds and retries)."""
+    matcher, ingest = services
+    m = settings.match
+    return WorkerRuntime(
+        matcher,
+        ingest,
+        metrics,
+        sink,
+        clock_ms=clock_ms,
+        reach=reach,
+        alert_log=alert_log,
+        prepare=prepare,
+        max_backoff_s=m.retry_max_backoff_s,
+        fanout_hold_chunks=m.fanout_hold_chunks,
+        fanout_retry_s=m.fanout_retry_s,
     )
 
 

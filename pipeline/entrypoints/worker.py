@@ -13,16 +13,16 @@ from pipeline.adapters.kafka.sink import ConfluentSink
 from pipeline.adapters.kafka.tools import ensure_topics, read_alert_log
 from pipeline.adapters.metrics import Metrics
 from pipeline.adapters.preparation import PreparationProcess
-from pipeline.adapters.reach import ReachTracker, RedisReachStore
-from pipeline.adapters.redis.presence import RedisPresenceStore
+from pipeline.adapters.redis.reach import RedisReachStore
 from pipeline.entrypoints.wiring import (
-    freshness_ms,
-    make_index,
     make_preparer,
     make_redis,
+    make_redis_stores,
+    make_runtime,
     make_services,
 )
-from pipeline.service.runtime import WorkerRuntime, now_ms
+from pipeline.service.reach import ReachTracker
+from pipeline.service.runtime import now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,10 @@ def run_worker(settings: Settings) -> None:
     created = ensure_topics(settings)
     log.info("topics ready created=%d", len(created))
     redis = make_redis(settings)
-    index, dedup = make_index(settings, redis)
+    index, dedup, presence = make_redis_stores(settings, redis)
     if not settings.policy.allowed_senders:
         log.warning("no allowed senders configured: every alert will be rejected")
-    presence = RedisPresenceStore(
-        redis, prefix=settings.redis.key_prefix, window_ms=freshness_ms(settings)
-    )
-    matcher, ingest = make_services(settings, index, dedup, presence, now_ms)
+    services = make_services(settings, index, dedup, presence, now_ms)
     metrics = Metrics()
     reach = ReachTracker(RedisReachStore(redis, prefix=settings.redis.key_prefix), metrics)
     # Parse and cover alerts in a child process under a CPU budget, off the event loop and
@@ -58,9 +55,9 @@ def run_worker(settings: Settings) -> None:
     )
     preparation.start()
     sink = ConfluentSink(settings)
-    runtime = WorkerRuntime(
-        matcher,
-        ingest,
+    runtime = make_runtime(
+        settings,
+        services,
         metrics,
         sink,
         reach=reach,

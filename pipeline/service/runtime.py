@@ -19,15 +19,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from pipeline.adapters.metrics import Metrics
-from pipeline.adapters.reach import ReachTracker
 from pipeline.domain.lifecycle import AlertIngest, PreparedAlert
+from pipeline.domain.ports import Sink
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.cards import ActiveAlert
-from pipeline.domain.targeting.deadletter import RawEvent, dead_letter
+from pipeline.domain.targeting.deadletter import dead_letter
 from pipeline.domain.targeting.matching import Matcher, MatchResult
 from pipeline.errors import (
     BadInput,
@@ -36,24 +37,13 @@ from pipeline.errors import (
     InfrastructureError,
     InternalFailure,
 )
+from pipeline.service.reach import ReachTracker
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Parse, admit and cover one alerts-topic message (CPU-bound; raises BadInput).
 Prepare = Callable[[bytes], Awaitable[list[PreparedAlert]]]
-OutTopic = Literal["interstitials", "lifecycle", "dlq"]
-# Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch waits
-# at most about this many chunks' time while a state-wide fan-out runs.
-_FANOUT_HOLD = 10
-
-
-class Sink(Protocol):
-    """Publishes to a logical output topic. Returns once the broker acknowledged every
-    record; raises BrokerUnavailable if any could not be delivered (and only for that:
-    anything else it raises is a bug)."""
-
-    async def publish(self, topic: OutTopic, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
 
 def now_ms() -> int:
@@ -61,6 +51,13 @@ def now_ms() -> int:
 
 
 class WorkerRuntime:
+    """The application service: what the Faust app (pipeline.adapters.faust.app) and the
+    offline replay (pipeline.entrypoints.replay) both drive, batch by batch.
+
+    The pacing keywords are settings (pipeline.settings.MatchSettings, same defaults):
+    ``max_backoff_s`` is ``retry_max_backoff_s``, ``fanout_hold_chunks`` and
+    ``fanout_retry_s`` have their names there."""
+
     def __init__(
         self,
         matcher: Matcher,
@@ -73,6 +70,8 @@ class WorkerRuntime:
         reach: ReachTracker | None = None,
         alert_log: Callable[[], list[RawEvent]] | None = None,
         prepare: Prepare | None = None,
+        fanout_hold_chunks: int = 10,
+        fanout_retry_s: float = 1.0,
     ) -> None:
         self.clock_ms = clock_ms
         # Off the event loop: a child process under a CPU budget in the worker
@@ -90,6 +89,10 @@ class WorkerRuntime:
         self.metrics = metrics
         self.sink = sink
         self._max_backoff_s = max_backoff_s
+        # Fan-out chunks per hold of the carding lock, and the pause before an interrupted
+        # fan-out starts over.
+        self._fanout_hold_chunks = fanout_hold_chunks
+        self._fanout_retry_s = fanout_retry_s
         self.reach = reach
         # Cover size per alert installed by this worker (alertfeed_cover_cells); bounded by
         # the number of active alerts, pruned in refresh_gauges.
@@ -196,7 +199,7 @@ class WorkerRuntime:
             self.metrics.expansion_duration.observe(time.perf_counter() - started)
         for item in prepared:
             try:
-                await self._retrying("alert install", lambda i=item: self._install(i))  # type: ignore[misc]
+                await self._install(item)
             except BadInput:
                 raise
             except Exception as exc:
@@ -212,14 +215,18 @@ class WorkerRuntime:
         await self._retrying("dead-letter", lambda: self._dead_letter_now(record))
 
     async def _install(self, item: PreparedAlert) -> None:
-        applied = await self.ingest.apply(item)
+        """Apply one prepared message, announce what changed and fan it out. Each step is
+        retried through an outage on its own: applying a message the index already holds
+        changes nothing and reports nothing, so retrying the apply together with a failed
+        announcement would lose the announcement and the fan-out."""
+        applied = await self._retrying("alert install", lambda: self.ingest.apply(item))
         if item.cover is not None:
             for geocode in item.cover.unresolved:
                 self.metrics.unresolved_geocodes.labels(geocode.name.upper()[:16]).inc()
         if applied is None:
             return
         event = applied.lifecycle
-        await self._announce(event)
+        await self._retrying("alert announce", lambda: self._announce(event))
         if event["state"] in ("issued", "updated"):
             self._cover_cells[item.key] = int(event["cells"])
         else:
@@ -234,9 +241,12 @@ class WorkerRuntime:
             event["cells"],
             len(event["unresolved"]),
         )
-        await self.refresh_gauges()
+        await self._retrying("gauges", self.refresh_gauges)
         if applied.alert is not None:
             await self._fan_out(applied.alert, applied.cells)
+        # Only now is the event no longer owed: a worker that dies before this line leaves
+        # it owed, and the redelivered message announces and fans out again.
+        await self._retrying("alert announced", lambda: self.ingest.announced(applied))
 
     async def _announce(self, event: dict[str, Any]) -> None:
         record = (event["alert_id"].encode(), orjson.dumps(event))
@@ -258,12 +268,12 @@ class WorkerRuntime:
                 # Start over: users already carded are deduplicated on the second pass.
                 self.metrics.infra_retries.labels("redis").inc()
                 log.warning("fan-out interrupted, restarting error=%s", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self._fanout_retry_s)
         self.metrics.fanout_duration.observe(time.perf_counter() - started)
         log.info("fan-out done present=%d cards=%d", *counts)
 
     async def _fan_out_some(self, chunks: AsyncIterator[MatchResult], counts: list[int]) -> bool:
-        """Up to ``_FANOUT_HOLD`` chunks under one hold of the carding lock; False when the
+        """Up to ``fanout_hold_chunks`` chunks under one hold of the carding lock; False when the
         fan-out is done. A chunk is prepared (presence read, dedup check, cards encoded)
         while the previous one's acknowledgements arrive: the chunks of one fan-out hold
         distinct users, so the overlap cannot card anyone twice. Nothing is left in
@@ -271,7 +281,7 @@ class WorkerRuntime:
         async with self._carding:
             publishing: asyncio.Future[None] | None = None
             try:
-                for _ in range(_FANOUT_HOLD):
+                for _ in range(self._fanout_hold_chunks):
                     result = await anext(chunks, None)
                     if publishing is not None:
                         await publishing
@@ -310,11 +320,24 @@ class WorkerRuntime:
             for raw in messages:
                 try:
                     prepared = await self._prepare(raw.value or b"")
+                    for item in prepared:
+                        await self.ingest.apply(item, replay=True)
+                        installed += 1
+                except InfrastructureError:
+                    raise
                 except BadInput:
                     continue  # dead-lettered when it was first consumed
-                for item in prepared:
-                    await self.ingest.apply(item, replay=True)
-                    installed += 1
+                except Exception as exc:
+                    # Dead-lettered as internal when it was first consumed: one such message
+                    # must not fail every rebuild, and with it all matching.
+                    log.error(
+                        "alert message passed over in the rebuild topic=%s partition=%d "
+                        "offset=%d error_type=%s",
+                        raw.topic,
+                        raw.partition,
+                        raw.offset,
+                        type(exc).__name__,
+                    )
             await self.ingest.index.mark_built()
             self.metrics.index_rebuilds.inc()
             log.warning(
@@ -360,12 +383,17 @@ class WorkerRuntime:
         await publishing
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.1
+        delay = min(0.1, self._max_backoff_s)
         while True:
             try:
-                return await step()
-            except IndexNotBuilt:
-                log.warning("%s found the index empty; rebuilding it from the alerts topic", what)
+                try:
+                    return await step()
+                except IndexNotBuilt:
+                    log.warning(
+                        "%s found the index empty; rebuilding it from the alerts topic", what
+                    )
+                # An outage while rebuilding (reading the alerts topic, writing the index) is
+                # retried like the step's own, never taken for a fault of the caller's batch.
                 await self.rebuild_index()
             except InfrastructureError as exc:
                 dependency = "redis" if isinstance(exc, IndexUnavailable) else "kafka"

@@ -32,11 +32,14 @@ import shapely
 from pipeline.adapters.kafka.sink import ConfluentSink
 from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.adapters.metrics import Metrics
-from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore, redis_client
+from pipeline.adapters.redis.client import redis_client
+from pipeline.adapters.redis.dedup import RedisDedupStore
+from pipeline.adapters.redis.index import RedisCellIndex
 from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.domain.models import Sighting
+from pipeline.domain.ports import OutTopic
 from pipeline.entrypoints.wiring import make_services
-from pipeline.service.runtime import OutTopic, WorkerRuntime, now_ms
+from pipeline.service.runtime import WorkerRuntime, now_ms
 from pipeline.settings import (
     KafkaSettings,
     MatchSettings,

@@ -46,7 +46,7 @@ from confluent_kafka import Consumer
 from pipeline.adapters.faust.app import create_app
 from pipeline.adapters.kafka.tools import DeliveryProducer, ensure_topics
 from pipeline.adapters.metrics import Metrics
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.records import RawEvent
 from pipeline.settings import (
     KafkaSettings,
     MetricsSettings,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from pipeline.adapters.redis.index import redis_client
+from pipeline.adapters.redis.client import redis_client
 from tests.support.redis_cluster import cluster_client
 from tests.support.services import Services
 

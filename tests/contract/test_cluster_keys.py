@@ -19,13 +19,16 @@ import h3.api.basic_int as h3i
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
-from pipeline.adapters import reach
-from pipeline.adapters.reach import AlertFacts, RedisReachStore
+from pipeline.adapters.redis import dedup as redis_dedup
 from pipeline.adapters.redis import index as redis_index
 from pipeline.adapters.redis import presence as redis_presence
-from pipeline.adapters.redis.index import RedisCellIndex, RedisDedupStore
+from pipeline.adapters.redis import reach as redis_reach
+from pipeline.adapters.redis.dedup import RedisDedupStore
+from pipeline.adapters.redis.index import RedisCellIndex
 from pipeline.adapters.redis.presence import RedisPresenceStore
+from pipeline.adapters.redis.reach import RedisReachStore
 from pipeline.domain.models import Sighting
+from pipeline.domain.reach import AlertFacts
 from tests.support.factories import make_active_alert, now_ms
 
 RES = 10
@@ -39,7 +42,7 @@ def documented_layouts(prefix: str) -> dict[str, re.Pattern[str]]:
     """The key layouts of the Redis adapters' module docstrings (``p:alert:{K}``, ...),
     each as a pattern over real keys under ``prefix``."""
     layouts: dict[str, re.Pattern[str]] = {}
-    for module in (redis_index, redis_presence, reach):
+    for module in (redis_index, redis_dedup, redis_presence, redis_reach):
         for layout in re.findall(r"^\s+(p:(?:<[^>]*>|[^\s<])+)", module.__doc__ or "", re.M):
             parts = re.split(r"(\{[^}]+\}|<[^>]+>|\b[A-Z]\b)", layout[1:])
             layouts[layout] = re.compile(re.escape(prefix) + "".join(map(_placeholder, parts)))

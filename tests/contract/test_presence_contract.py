@@ -11,7 +11,7 @@ from typing import Any
 import h3.api.basic_int as h3i
 import pytest
 
-from pipeline.adapters.memory.stores import MemoryPresenceStore
+from pipeline.adapters.memory.presence import MemoryPresenceStore
 from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.domain.models import Sighting
 

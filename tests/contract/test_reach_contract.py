@@ -10,16 +10,12 @@ from typing import Any
 
 import pytest
 
+from pipeline.adapters.memory.reach import MemoryReachStore
 from pipeline.adapters.metrics import Metrics
-from pipeline.adapters.reach import (
-    MINUTE_MS,
-    AlertFacts,
-    MemoryReachStore,
-    ReachStore,
-    ReachTracker,
-    RedisReachStore,
-)
-from pipeline.errors import IndexUnavailable
+from pipeline.adapters.redis.reach import RedisReachStore
+from pipeline.domain.ports import ReachStore
+from pipeline.domain.reach import MINUTE_MS, AlertFacts
+from pipeline.service.reach import ReachTracker
 from tests.support.factories import now_ms
 
 Body = Callable[[ReachStore], Awaitable[None]]
@@ -162,15 +158,3 @@ def test_the_tracker_times_only_an_alerts_first_cards(run: Callable[[Body], None
         assert row.total == 3
 
     run(body)
-
-
-class _DownStore(MemoryReachStore):
-    async def add_cards(self, counts: Any, at_ms: int) -> dict[str, int]:
-        raise IndexUnavailable("redis unreachable during reach add: connection refused")
-
-
-def test_a_failing_reach_store_is_counted_and_never_stops_the_cards() -> None:
-    metrics = Metrics()
-    tracker = ReachTracker(_DownStore(), metrics)
-    asyncio.run(tracker.on_cards([("s|A1", "u1")], now_ms()))  # does not raise
-    assert metrics.registry.get_sample_value("alertfeed_redis_errors_total") == 1.0

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from pipeline.adapters.memory.stores import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
+from pipeline.adapters.memory.dedup import MemoryDedupStore
+from pipeline.adapters.memory.index import MemoryCellIndex
+from pipeline.adapters.memory.presence import MemoryPresenceStore
 from pipeline.adapters.metrics import Metrics
 from pipeline.domain.lifecycle import PreparedAlert
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.ports import OutTopic
+from pipeline.domain.records import RawEvent
 from pipeline.entrypoints.wiring import make_services
-from pipeline.service.runtime import OutTopic, WorkerRuntime
+from pipeline.service.runtime import WorkerRuntime
 from pipeline.settings import MatchSettings, PolicySettings, Settings
 from tests.conftest import TEST_SENDER
 from tests.support.factories import make_alert_json, now_ms

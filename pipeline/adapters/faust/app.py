@@ -37,14 +37,14 @@ from faust.serializers.schemas import DecodeFunction
 from faust.types import TP, AppT, EventT, Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.adapters.kafka.lag import GroupOffsets
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.locations import RawLocations
 from pipeline.errors import InfrastructureError
 from pipeline.service.runtime import WorkerRuntime, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-GAUGE_INTERVAL_S = 5.0
 EXIT_CRASHED = 70  # EX_SOFTWARE: the supervisor (k8s, systemd, a test) restarts the worker
 
 
@@ -157,22 +157,26 @@ async def acknowledge(stream: Any, events: Sequence[Any]) -> None:
         await stream.ack(event)
 
 
-async def consumer_lag(consumer: Any, logical: Mapping[str, str]) -> dict[str, int]:
-    """Messages between the end of each assigned partition and this worker's committed
-    offset (its fetch position before the first commit), summed per logical topic.
+async def consumer_lag(
+    consumer: Any, logical: Mapping[str, str], offsets: GroupOffsets, timeout_s: float
+) -> dict[str, int]:
+    """Messages between the end of each assigned partition and the group's committed
+    offset there (this worker's fetch position where the group has committed none), summed
+    per logical topic.
 
-    Uses faust-streaming 0.15's consumer: ``assignment()``, ``highwaters()`` (a broker
-    ListOffsets request, so a consumer stuck behind backpressure still sees the log grow),
-    ``position()`` and the ``_committed_offset`` map it keeps of its own commits."""
+    Public API only: Faust's consumer gives ``assignment()``, ``highwaters()`` (a broker
+    ListOffsets request, so a consumer stuck behind backpressure still sees the log grow)
+    and ``position()``; the committed offsets come from the broker through confluent-kafka's
+    AdminClient (:class:`~pipeline.adapters.kafka.lag.GroupOffsets`)."""
     tps = [tp for tp in consumer.assignment() if tp.topic in logical]
     lag = dict.fromkeys(logical.values(), 0)
     if not tps:
         return lag
-    ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=GAUGE_INTERVAL_S)
-    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=timeout_s)
+    committed = await offsets.committed([(tp.topic, tp.partition) for tp in tps], timeout_s)
     for tp in tps:
         end = ends.get(tp)
-        done = committed.get(tp)
+        done = committed.get((tp.topic, tp.partition))
         if done is None:
             done = await consumer.position(tp)
         if end is not None and done is not None:
@@ -198,22 +202,27 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         web_bind=settings.metrics.host,
         web_port=settings.metrics.port,
         stream_wait_empty=False,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.kafka.commit_interval_s,
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=settings.kafka.session_timeout_s / 5,
         loghandlers=[],
         Monitor=LeanMonitor,
     )
-    t = settings.topics
+    _add_agents(app, settings, runtime)
+    _add_timers(app, settings, runtime)
+    _add_pages(app, runtime)
+    return app
+
+
+def _add_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """The two agents: locations to matches, alerts to the index. Their bodies end the
+    process on anything the runtime lets through, before Faust sees it: Faust's own
+    agent-error handler commits the consumer's offsets, then restarts the agent in place."""
+    t, match = settings.topics, settings.match
 
     def raw_topic(name: str) -> Any:
         return app.topic(name, schema=RawSchema(key_serializer="raw", value_serializer="raw"))
 
-    match = settings.match
-
-    # The bodies end the process on anything the runtime lets through, before Faust sees
-    # it: Faust's own agent-error handler commits the consumer's offsets, then restarts
-    # the agent in place.
     @app.agent(raw_topic(t.locations), name="alertfeed.match-locations")
     async def match_locations(stream: Any) -> None:
         try:
@@ -226,11 +235,43 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     @app.agent(raw_topic(t.alerts), name="alertfeed.ingest-alerts")
     async def ingest_alerts(stream: Any) -> None:
         try:
-            async for events in stream.noack_take(16, within=0.05):
+            batches = stream.noack_take(match.alert_batch_size, within=match.alert_batch_within_s)
+            async for events in batches:
                 await runtime.on_alerts([raw_event(e) for e in events])
                 await acknowledge(stream, events)
         except Exception as exc:
             crash("agent ingest-alerts", exc)
+
+
+def _add_timers(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """The gauges (index and consumer lag) and the expiry of alerts, each on its interval."""
+    interval_s = settings.metrics.gauge_interval_s
+    consumed = {settings.topics.alerts: "alerts", settings.topics.locations: "locations"}
+    offsets = GroupOffsets(settings, group_id=app.conf.id)  # Faust's consumer group
+
+    async def refresh_gauges() -> None:
+        try:
+            await runtime.refresh_gauges()
+        except InfrastructureError as exc:
+            runtime.metrics.redis_errors.inc()
+            log.warning("gauge refresh failed dependency=redis error=%s", exc)
+        try:
+            lag = await consumer_lag(app.consumer, consumed, offsets, interval_s)
+        except Exception as exc:  # not yet assigned, or the broker is away: keep last values
+            log.debug("consumer lag not sampled error=%r", exc)
+            return
+        for topic, messages in lag.items():
+            runtime.metrics.consumer_lag.labels(topic).set(messages)
+
+    app.timer(interval_s, name="alertfeed.gauges")(crash_only("gauges", refresh_gauges))
+    app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(
+        crash_only("expiry", runtime.on_tick)
+    )
+
+
+def _add_pages(app: faust.App, runtime: WorkerRuntime) -> None:
+    """The HTTP endpoints (/metrics, /alerts/reach, /healthz, /ready) and the readiness
+    they report: ready from the end of a rebalance until partitions are revoked."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -248,43 +289,20 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
             return web.json({"error": str(exc)}, status=503)
         return web.json({"alerts": [row.to_json() for row in rows]})
 
-    consumed = {t.alerts: "alerts", t.locations: "locations"}
-
-    async def refresh_gauges() -> None:
-        try:
-            await runtime.refresh_gauges()
-        except InfrastructureError as exc:
-            runtime.metrics.redis_errors.inc()
-            log.warning("gauge refresh failed dependency=redis error=%s", exc)
-        try:
-            lag = await consumer_lag(app.consumer, consumed)
-        except Exception as exc:  # not yet assigned, or the broker is away: keep last values
-            log.debug("consumer lag not sampled error=%r", exc)
-            return
-        for topic, messages in lag.items():
-            runtime.metrics.consumer_lag.labels(topic).set(messages)
-
-    app.timer(GAUGE_INTERVAL_S, name="alertfeed.gauges")(crash_only("gauges", refresh_gauges))
-    app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(
-        crash_only("expiry", runtime.on_tick)
-    )
-
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"ok": True})
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        is_ready = bool(runtime.metrics.ready._value.get())
+        is_ready = runtime.metrics.is_ready
         return web.json({"ready": is_ready}, status=200 if is_ready else 503)
 
     # faust's signal stubs type receivers as taking a ``signal`` keyword; ours take **kwargs.
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalanced(sender: Any, **kwargs: Any) -> None:
-        runtime.metrics.ready.set(1)
+        runtime.metrics.set_ready(True)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        runtime.metrics.ready.set(0)
-
-    return app
+        runtime.metrics.set_ready(False)

@@ -18,8 +18,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pipeline.adapters.kafka.tools import DEAD_LETTER_MAX_BYTES, PRODUCER_DEFAULTS
+from pipeline.domain.ports import OutTopic
 from pipeline.errors import BrokerUnavailable
-from pipeline.service.runtime import OutTopic
 from pipeline.settings import Settings
 
 
@@ -50,7 +50,7 @@ class _Batch:
 
 
 class ConfluentSink:
-    """:class:`pipeline.service.runtime.Sink` on a librdkafka producer."""
+    """:class:`pipeline.domain.ports.Sink` on a librdkafka producer."""
 
     def __init__(self, settings: Settings) -> None:
         self._topics = {

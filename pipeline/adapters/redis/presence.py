@@ -28,9 +28,8 @@ from itertools import chain
 from typing import Any
 
 import h3.api.basic_int as h3i
-from redis.asyncio import Redis, RedisCluster
 
-from pipeline.adapters.redis.index import _guard, bulk
+from pipeline.adapters.redis.client import RedisClient, bulk, guard
 from pipeline.domain.models import Sighting
 from pipeline.domain.targeting.presence import (
     BUCKET_RESOLUTION,
@@ -48,7 +47,7 @@ _PAGE = 300  # buckets read per pipeline
 class RedisPresenceStore:
     """:class:`pipeline.domain.ports.PresenceStore` on Redis."""
 
-    def __init__(self, client: Redis | RedisCluster, *, prefix: str, window_ms: int) -> None:
+    def __init__(self, client: RedisClient, *, prefix: str, window_ms: int) -> None:
         self._r = client
         self._p = prefix
         self._window_ms = window_ms
@@ -77,14 +76,14 @@ class RedisPresenceStore:
             key = self._hash_key(bucket, slot)
             commands.append(("HSET", key, *chain.from_iterable(fields.items())))
             commands.append(("PEXPIREAT", key, (slot + 2) * window))
-        replies = await _guard("presence write", lambda: bulk(self._r, commands))
+        replies = await guard("presence write", lambda: bulk(self._r, commands))
         moved = [
             ("HDEL", self._hash_key(*_PAIR.unpack(old)), s.user_id)
             for s, place, old in zip(latest, places, replies[: len(latest)], strict=True)
             if old is not None and _PAIR.unpack(old) != place
         ]
         if moved:
-            await _guard("presence write", lambda: bulk(self._r, moved))
+            await guard("presence write", lambda: bulk(self._r, moved))
 
     async def present_in(
         self, cover: frozenset[int], since_ms: int, chunk: int = _CHUNK
@@ -103,7 +102,7 @@ class RedisPresenceStore:
             keys = [self._hash_key(b, slot) for b in page for slot in slots]
 
             commands = [("HGETALL", key) for key in keys]
-            replies = await _guard("presence read", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
+            replies = await guard("presence read", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
             for users in self._fresh_within(plan, page, len(slots), replies, since_ms):
                 found.extend(users)
                 while len(found) >= chunk:

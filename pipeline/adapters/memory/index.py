@@ -1,0 +1,149 @@
+"""In-process twin of the Redis cell index (:mod:`pipeline.adapters.redis.index`).
+
+Same contract (tests/contract/test_index_contract.py runs one suite against both), for the
+offline replay and for pure unit tests. Single process only.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import compress, repeat
+
+import h3.api.basic_int as h3i
+
+from pipeline.adapters.memory.cells import parent_mask
+from pipeline.domain.targeting.cards import ActiveAlert
+from pipeline.errors import IndexNotBuilt
+
+
+class MemoryCellIndex:
+    """:class:`pipeline.domain.ports.CellIndex` in process memory."""
+
+    def __init__(self, *, resolution: int, built: bool = True) -> None:
+        self._resolution = resolution
+        self._alerts: dict[str, ActiveAlert] = {}
+        self._covers: dict[str, frozenset[int]] = {}
+        self._cells: dict[int, set[str]] = {}
+        # How many indexed cells each resolution has: alerts_at looks only at those levels.
+        self._levels: dict[int, int] = {}
+        self._tombs: dict[str, int] = {}
+        self._owed: dict[str, tuple[int, bytes]] = {}
+        self._built = built
+        self._probe: _Probe | None = None  # rebuilt lazily after the cover changes
+
+    async def put_alert(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
+        if any(h3i.get_resolution(c) > self._resolution for c in cells):
+            raise ValueError(f"cover has cells finer than the index resolution {self._resolution}")
+        self._drop(alert.key)
+        self._probe = None
+        self._alerts[alert.key] = alert
+        self._covers[alert.key] = cells
+        for cell in cells:
+            keys = self._cells.get(cell)
+            if keys is None:
+                keys = self._cells[cell] = set()
+                level = h3i.get_resolution(cell)
+                self._levels[level] = self._levels.get(level, 0) + 1
+            keys.add(alert.key)
+
+    async def remove_alert(self, key: str) -> bool:
+        return self._drop(key)
+
+    def _drop(self, key: str) -> bool:
+        self._probe = None
+        existed = self._alerts.pop(key, None) is not None
+        for cell in self._covers.pop(key, frozenset()):
+            keys = self._cells.get(cell)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._cells[cell]
+                    self._levels[h3i.get_resolution(cell)] -= 1
+        return existed
+
+    async def tombstone(self, key: str, version: int, keep_until_ms: int) -> None:
+        self._tombs[key] = max(version, self._tombs.get(key, version))
+
+    async def cancelled_version(self, key: str) -> int | None:
+        return self._tombs.get(key)
+
+    async def owe(self, key: str, version: int, event: bytes, keep_until_ms: int) -> None:
+        self._owed[key] = (version, event)
+
+    async def owed(self, key: str) -> tuple[int, bytes] | None:
+        return self._owed.get(key)
+
+    async def paid(self, key: str, version: int) -> None:
+        if key in self._owed and self._owed[key][0] == version:
+            del self._owed[key]
+
+    async def mark_built(self) -> None:
+        self._built = True
+
+    async def is_built(self) -> bool:
+        return self._built
+
+    async def get_alert(self, key: str) -> ActiveAlert | None:
+        return self._alerts.get(key)
+
+    async def active_alerts(self) -> list[ActiveAlert]:
+        return [self._alerts[k] for k in sorted(self._alerts)]
+
+    async def cover_of(self, key: str) -> frozenset[int] | None:
+        return self._covers.get(key)
+
+    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+        if not self._built:
+            raise IndexNotBuilt("the in-process index was flushed")
+        if not self._cells:
+            return [[] for _ in cells]
+        probe = self._probe or self._make_probe()
+        index = self._cells
+        out: list[list[ActiveAlert]] = [[] for _ in cells]
+        # Most cells lie under nothing indexed, not even near: find the others in C.
+        near = map(
+            probe.occupied.__contains__,
+            map(operator.or_, map(operator.and_, cells, repeat(probe.mask)), repeat(probe.bits)),
+        )
+        for i in compress(range(len(cells)), near):
+            cell = cells[i]
+            keys: set[str] | None = None
+            for mask, bits in probe.levels:
+                hit = index.get((cell & mask) | bits)
+                if hit:
+                    keys = set(hit) if keys is None else keys | hit
+            if keys:
+                out[i] = [self._alerts[k] for k in sorted(keys)]
+        return out
+
+    def _make_probe(self) -> _Probe:
+        levels = sorted(r for r, n in self._levels.items() if n)
+        # At the index resolution a cell is looked up as it is: (cell & -1) | 0.
+        pairs = tuple((-1, 0) if r == self._resolution else parent_mask(r) for r in levels)
+        mask, bits = pairs[0]
+        self._probe = _Probe(
+            mask=mask,
+            bits=bits,
+            occupied=frozenset((c & mask) | bits for c in self._cells),
+            levels=pairs,
+        )
+        return self._probe
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """How :meth:`MemoryCellIndex.alerts_at` looks a cell up, derived from the cover.
+
+    A cell's parent at resolution r is ``(cell & mask) | bits`` with ``(mask, bits)`` from
+    :func:`~pipeline.adapters.memory.cells.parent_mask`. ``levels`` has one pair per
+    resolution that has indexed cells, the coarsest first; ``mask`` and ``bits`` are its
+    pair, and ``occupied`` holds the parents there of every indexed cell: a cell whose
+    parent there is not in it lies under no indexed cell.
+    """
+
+    mask: int
+    bits: int
+    occupied: frozenset[int]
+    levels: tuple[tuple[int, int], ...]
