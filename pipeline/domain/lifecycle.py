@@ -50,8 +50,10 @@ class PreparedAlert:
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What one applied message changed: the lifecycle event to publish and, for an issued
-    or updated alert, the installed alert and its cover (for the presence fan-out)."""
+    or updated alert, the installed alert and its cover (for the presence fan-out). Once
+    the event is published and the fan-out done, call :meth:`AlertIngest.announced`."""
 
+    key: str
     lifecycle: dict[str, Any]
     alert: ActiveAlert | None = None
     cells: frozenset[int] = frozenset()
@@ -109,6 +111,12 @@ class AlertIngest:
     async def apply(self, item: PreparedAlert, *, replay: bool = False) -> Applied | None:
         """Install ``item``; returns what changed, or None when nothing did.
 
+        The lifecycle event is recorded as owed (:meth:`CellIndex.owe`) before the index
+        changes, and stays owed until :meth:`announced`. So a message whose change was
+        installed but never announced (its worker died in between) returns the same event
+        again when it is redelivered, and its fan-out runs again: nothing is lost, and the
+        repeated event is byte-identical.
+
         With ``replay`` (rebuilding the index from the alerts topic) the index is updated
         the same way but nothing is announced: those changes were announced long ago.
         """
@@ -120,32 +128,66 @@ class AlertIngest:
         if await self.index.cancelled_version(item.key) is not None:
             return None  # cancelled alerts stay cancelled
         current = await self.index.get_alert(item.key)
+        if current is not None and current.version == alert.sent_ms and not replay:
+            return await self._still_owed(item, current)  # this very message, again
         if current is not None and current.version >= alert.sent_ms:
             return None  # a newer message of this alert is already installed
         if alert.expires_ms is not None and alert.expires_ms <= self._clock_ms():
             return None
         assert item.cover is not None
         active = activate(alert, key=item.key, alert_id=item.alert_id, version=alert.sent_ms)
-        await self.index.put_alert(active, item.cover.cells)
         if replay:
+            await self.index.put_alert(active, item.cover.cells)
             return None
         state = "issued" if current is None else "updated"
         event = self._lifecycle(active, state, cells=len(item.cover.cells), cover=item.cover)
-        return Applied(event, active, item.cover.cells)
+        await self._owe(item.key, active.version, event, active.expires_ms)
+        await self.index.put_alert(active, item.cover.cells)
+        return Applied(item.key, event, active, item.cover.cells)
 
     async def _cancel(self, item: PreparedAlert, replay: bool) -> Applied | None:
         current = await self.index.get_alert(item.key)
         if current is not None and current.version > item.alert.sent_ms:
             return None  # the Cancel is older than what is installed: an out-of-date replay
+        cancelled = await self.index.cancelled_version(item.key)
+        if current is None and not replay and cancelled == item.alert.sent_ms:
+            return await self._still_owed(item, None)  # this very Cancel, again
         expiry = current.expires_ms if current and current.expires_ms else None
         keep_until = max(expiry or 0, item.alert.sent_ms + TOMBSTONE_MS)
+        event: dict[str, Any] | None = None
+        if current is not None and not replay:
+            event = self._lifecycle(current, "cancelled", cells=0)
+            event["message_id"] = item.alert.identifier
+            event["version"] = item.alert.sent_ms
+            await self._owe(item.key, item.alert.sent_ms, event, keep_until)
         await self.index.tombstone(item.key, item.alert.sent_ms, keep_until)
-        if not await self.index.remove_alert(item.key) or replay or current is None:
+        removed = await self.index.remove_alert(item.key)
+        if event is None:
             return None
-        event = self._lifecycle(current, "cancelled", cells=0)
-        event["message_id"] = item.alert.identifier
-        event["version"] = item.alert.sent_ms
-        return Applied(event)
+        if not removed:  # expired or cancelled meanwhile by someone else, who announces it
+            await self.index.paid(item.key, item.alert.sent_ms)
+            return None
+        return Applied(item.key, event)
+
+    async def announced(self, applied: Applied) -> None:
+        """``applied``'s lifecycle event was published and its fan-out finished."""
+        await self.index.paid(applied.key, int(applied.lifecycle["version"]))
+
+    async def _owe(
+        self, key: str, version: int, event: dict[str, Any], expires_ms: int | None
+    ) -> None:
+        keep_until = max(expires_ms or 0, self._clock_ms() + TOMBSTONE_MS)
+        await self.index.owe(key, version, orjson.dumps(event), keep_until)
+
+    async def _still_owed(self, item: PreparedAlert, current: ActiveAlert | None) -> Applied | None:
+        """The event of ``item``'s version if it is still owed (installed, never announced)."""
+        owed = await self.index.owed(item.key)
+        if owed is None or owed[0] != item.alert.sent_ms:
+            return None  # announced long ago: a duplicate message
+        event = orjson.loads(owed[1])
+        if current is None or item.cover is None:
+            return Applied(item.key, event)
+        return Applied(item.key, event, current, item.cover.cells)
 
     async def expire_due(self) -> list[dict[str, Any]]:
         """Remove every installed alert whose ``expires`` has passed; returns the lifecycle

@@ -5,7 +5,6 @@ crash recovery, and the sender and status policy."""
 from __future__ import annotations
 
 import base64
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,11 +14,13 @@ import orjson
 import pytest
 import redis
 
-from pipeline.adapters.kafka.tools import Record, ensure_topics
+from pipeline.adapters.kafka.tools import ensure_topics
+from pipeline.domain.records import RawEvent
 from pipeline.settings import MatchSettings, Settings
 from tests.conftest import TEST_SENDER, TEST_USERS
 from tests.support.factories import make_alert_json, now_ms
 from tests.support.kafka import collect, produce_json, values
+from tests.support.live_replay import metric, scrape, wait_for
 from tests.support.schemas import assert_valid
 from tests.support.worker import WorkerProcess
 
@@ -73,6 +74,24 @@ def cards(
 
 def users_of(found: list[dict[str, Any]]) -> list[str]:
     return sorted(c["user_id"] for c in found)
+
+
+def wait_until_matched(worker: WorkerProcess, count: int) -> None:
+    """Until ``worker`` has matched (and so recorded as present) ``count`` location events
+    and has no location batch in progress, by its /metrics."""
+
+    def state() -> tuple[bool, tuple[float, float]]:
+        value = scrape(worker)
+        consumed = value("alertfeed_events_in_total", topic="locations")
+        begun = value("alertfeed_batch_events_count", topic="locations")
+        finished = value("alertfeed_batch_duration_seconds_count", topic="locations")
+        return consumed >= count and begun == finished, (consumed, finished)
+
+    wait_for(state, f"matching {count} locations", worker=worker)
+
+
+def fan_outs_done(worker: WorkerProcess) -> float:
+    return metric(worker, "alertfeed_fanout_duration_seconds_count")
 
 
 @pytest.fixture
@@ -199,10 +218,10 @@ def test_presence_fan_out_reaches_users_who_never_report_again(
     worker_settings: Settings, start_worker: StartWorker
 ) -> None:
     s = worker_settings
-    start_worker(s)
+    worker = start_worker(s)
     homebodies = [loc(f"home-{i}", (IN_SMALL[0] + i * 1e-4, IN_SMALL[1])) for i in range(50)]
     produce_json(s, s.topics.locations, [*homebodies, loc("away", OUTSIDE)])
-    time.sleep(3)  # the worker has recorded where they are; no alert exists yet
+    wait_until_matched(worker, len(homebodies) + 1)  # they are present; no alert exists yet
     assert cards(s, 0, settle_s=2, timeout_s=3) == []
 
     publish_alerts(s, make_alert_json(polygons=[BIG], sender=TEST_SENDER))
@@ -246,7 +265,7 @@ def test_sigkill_mid_stream_loses_no_pair_and_duplicates_are_identical(
     first.kill()
 
     start_worker(s)
-    records: list[Record] = collect(
+    records: list[RawEvent] = collect(
         s,
         s.topics.interstitials,
         until=lambda r: len({orjson.loads(x.value)["user_id"] for x in r}) >= len(crowd),
@@ -284,18 +303,20 @@ def test_fan_out_racing_the_same_users_locations_cards_each_user_once(
     worker_settings: Settings, start_worker: StartWorker
 ) -> None:
     s = worker_settings
-    start_worker(s)
+    worker = start_worker(s)
     crowd = [
         loc(f"r{i:05d}", (30.205 + (i % 100) * 0.0013, -97.845 + (i // 100) * 0.0038))
         for i in range(5000)
     ]
     produce_json(s, s.topics.locations, crowd)
-    time.sleep(3)  # all present; no alert yet
+    wait_until_matched(worker, len(crowd))  # all present; no alert yet
     publish_alerts(s, make_alert_json(polygons=[BIG], sender=TEST_SENDER))
-    # While the fan-out runs, every user keeps reporting.
-    for _ in range(6):
+    # While the fan-out runs, a third of the users keep reporting (at least once, and at
+    # most 30 rounds of them however slowly the alert is taken up).
+    for _ in range(30):
         produce_json(s, s.topics.locations, [loc(u, (v["lat"], v["lon"])) for u, v in crowd[::3]])
-        time.sleep(0.2)
+        if fan_outs_done(worker) >= 1:
+            break
     found = cards(s, len(crowd), settle_s=5, timeout_s=120)
     per_user = Counter(c["user_id"] for c in found)
     assert set(per_user) == {u for u, _ in crowd}

@@ -150,7 +150,7 @@ def test_malformed_events_are_dead_lettered_and_good_events_still_flow(
     assert set(by_value) == {bad_alert, bad_location, b"\xff\xfe not json"}
     assert by_value[bad_alert]["source"]["topic"] == settings.topics.alerts
     assert by_value[bad_location]["source"]["topic"] == settings.topics.locations
-    assert "lat out of range" in by_value[bad_location]["reason"]
+    assert "latitude 200.0 out of range in location" in by_value[bad_location]["reason"]
     assert "not valid JSON" in by_value[b"\xff\xfe not json"]["reason"]
     assert by_value[bad_alert]["reason"]
     for d in dead:

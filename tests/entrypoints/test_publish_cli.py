@@ -99,7 +99,7 @@ LOCATION_FILES: list[tuple[str, list[str], str]] = [
     ("number", [location_line(), "", "42"], "must be a JSON object, not int"),
     ("no_user", [location_line(user_id=None)], "missing user_id"),
     ("empty_user", [location_line(user_id="")], "user_id must be a non-empty string"),
-    ("latitude", [location_line(lat=91.5)], "lat out of range"),
+    ("latitude", [location_line(lat=91.5)], "latitude 91.5 out of range in location"),
     ("longitude_text", [location_line(lon="-97.7")], "lon must be a finite number"),
     ("seconds", [location_line(ts=1_700_000_000)], "is not epoch milliseconds"),
     ("ts_text", [location_line(ts="2026-01-01T00:00:00Z")], "ts must be an integer"),

@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from pipeline.adapters.kafka.tools import DeliveryProducer, Record
+from pipeline.adapters.kafka.consumer import consumed_record
+from pipeline.adapters.kafka.tools import DeliveryProducer
+from pipeline.domain.records import RawEvent
 from pipeline.settings import Settings
 
 
@@ -28,10 +30,10 @@ def collect(
     settings: Settings,
     topic: str,
     *,
-    until: Callable[[list[Record]], bool] = lambda _: False,
+    until: Callable[[list[RawEvent]], bool] = lambda _: False,
     timeout_s: float = 60.0,
     settle_s: float = 3.0,
-) -> list[Record]:
+) -> list[RawEvent]:
     """Every record of ``topic`` from the beginning: reads until ``until(records)`` holds and
     then ``settle_s`` more seconds (to catch extras that must not be there), or ``timeout_s``."""
     consumer = Consumer(
@@ -43,7 +45,7 @@ def collect(
         }
     )
     consumer.subscribe([topic])
-    records: list[Record] = []
+    records: list[RawEvent] = []
     deadline = time.monotonic() + timeout_s
     satisfied_at: float | None = None
     try:
@@ -53,22 +55,12 @@ def collect(
                 return records
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
-                records.append(
-                    Record(
-                        topic=msg.topic(),
-                        partition=msg.partition(),
-                        offset=msg.offset(),
-                        timestamp_ms=msg.timestamp()[1],
-                        key=msg.key(),
-                        value=msg.value(),
-                        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
-                    )
-                )
+                records.append(consumed_record(msg))
             if satisfied_at is None and until(records):
                 satisfied_at = time.monotonic()
     finally:
         consumer.close()
 
 
-def values(records: Iterable[Record]) -> list[dict[str, Any]]:
+def values(records: Iterable[RawEvent]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records if r.value is not None]

@@ -56,12 +56,14 @@ from random import Random
 import orjson
 import pytest
 
-from pipeline.adapters.memory.stores import MemoryCellIndex, MemoryDedupStore, MemoryPresenceStore
+from pipeline.adapters.memory.dedup import MemoryDedupStore
+from pipeline.adapters.memory.index import MemoryCellIndex
+from pipeline.adapters.memory.presence import MemoryPresenceStore
 from pipeline.domain.alerts.formats import parse_alert_message
 from pipeline.domain.geo.cover import CoverLimits
 from pipeline.domain.lifecycle import AlertIngest, PreparedAlert
 from pipeline.domain.models import Location
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.locations import parse_location, parse_locations
 from pipeline.domain.targeting.matching import Matcher
 from pipeline.entrypoints.wiring import make_coverer, make_policy

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.domain.models import Location, Sighting
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.locations import (
     RawLocations,
     location_from_json,
@@ -34,8 +34,14 @@ def test_valid_location_keeps_every_field() -> None:
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        ({"user_id": "u", "lat": 91, "lon": 0, "ts": NOW}, "lat out of range"),
-        ({"user_id": "u", "lat": 0, "lon": -180.5, "ts": NOW}, "lon out of range"),
+        (
+            {"user_id": "u", "lat": 91, "lon": 0, "ts": NOW},
+            "latitude 91.0 out of range in location",
+        ),
+        (
+            {"user_id": "u", "lat": 0, "lon": -180.5, "ts": NOW},
+            "longitude -180.5 out of range in location",
+        ),
         ({"user_id": "u", "lon": 0, "ts": NOW}, "missing lat"),
         ({"user_id": "", "lat": 0, "lon": 0, "ts": NOW}, "user_id"),
         ({"user_id": "u", "lat": "1", "lon": 0, "ts": NOW}, "finite number"),
