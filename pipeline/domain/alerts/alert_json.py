@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.domain.alerts.timefmt import iso_to_ms, ms_to_iso
+from pipeline.domain.checks import check_lat_lon
 from pipeline.domain.models import (
     MSG_TYPES,
     STATUSES,
@@ -307,11 +308,7 @@ def _point(obj: Any, where: str) -> LatLon:
     if not (isinstance(obj, list) and len(obj) == 2):
         raise MalformedEvent(f"{where} must be a [lat, lon] pair")
     lat, lon = _number(obj[0], f"{where} latitude"), _number(obj[1], f"{where} longitude")
-    if not -90.0 <= lat <= 90.0:
-        raise MalformedEvent(f"{where} latitude {lat} out of range [-90, 90]")
-    if not -180.0 <= lon <= 180.0:
-        raise MalformedEvent(f"{where} longitude {lon} out of range [-180, 180]")
-    return (lat, lon)
+    return check_lat_lon(lat, lon, where)
 
 
 def _number(value: Any, what: str) -> float:

@@ -26,9 +26,10 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from pipeline.domain.alerts.cap import check_lat_lon, dedupe, parse_msg_type, parse_status
+from pipeline.domain.alerts.cap import dedupe, parse_msg_type, parse_status
 from pipeline.domain.alerts.cap_details import amber_details
 from pipeline.domain.alerts.timefmt import iso_to_ms
+from pipeline.domain.checks import check_lat_lon
 from pipeline.domain.models import Alert, Area, Geocode, LatLon, Polygon, Reference
 from pipeline.errors import MalformedEvent, UnsupportedArea, excerpt
 

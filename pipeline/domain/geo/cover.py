@@ -40,6 +40,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 import shapely
 
+from pipeline.domain.checks import check_lat_lon
 from pipeline.domain.geo import geometry as geo
 from pipeline.domain.models import Circle, Polygon
 from pipeline.errors import GuardrailExceeded, MalformedEvent
@@ -115,14 +116,14 @@ def validate_shapes(polygons: Iterable[Polygon], circles: Iterable[Circle]) -> N
         for j, ring in enumerate((polygon.exterior, *polygon.holes)):
             where = f"polygon {i} " + ("exterior" if j == 0 else f"hole {j - 1}")
             for lat, lon in ring:
-                _check_latlon(lat, lon, where)
+                check_lat_lon(lat, lon, where)
             if len(set(ring)) < 3:
                 raise MalformedEvent(f"{where}: ring has fewer than 3 distinct points")
             problem = geo.ring_problem(ring)
             if problem:
                 raise MalformedEvent(f"{where}: {problem}")
     for i, circle in enumerate(circles):
-        _check_latlon(circle.lat, circle.lon, f"circle {i}")
+        check_lat_lon(circle.lat, circle.lon, f"circle {i}")
         if not math.isfinite(circle.radius_km) or circle.radius_km < 0.0:
             raise MalformedEvent(f"circle {i}: radius {circle.radius_km!r} km is not >= 0")
 
@@ -167,15 +168,6 @@ def _check_counts(
         raise GuardrailExceeded(
             f"{vertices} polygon vertices exceed max_vertices={limits.max_vertices}"
         )
-
-
-def _check_latlon(lat: float, lon: float, where: str) -> None:
-    if not (math.isfinite(lat) and math.isfinite(lon)):
-        raise MalformedEvent(f"{where}: coordinate ({lat!r}, {lon!r}) is not finite")
-    if not -90.0 <= lat <= 90.0:
-        raise MalformedEvent(f"{where}: latitude {lat!r} is outside -90..90")
-    if not -180.0 <= lon <= 180.0:
-        raise MalformedEvent(f"{where}: longitude {lon!r} is outside -180..180")
 
 
 @dataclass(frozen=True, slots=True)

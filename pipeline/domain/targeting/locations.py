@@ -21,8 +21,9 @@ from typing import Any, overload
 
 import orjson
 
+from pipeline.domain.checks import LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, check_lat_lon
 from pipeline.domain.models import Location, Sighting
-from pipeline.domain.targeting.deadletter import RawEvent
+from pipeline.domain.records import RawEvent
 from pipeline.errors import MalformedEvent
 
 _REQUIRED = ("user_id", "lat", "lon", "ts")
@@ -30,45 +31,16 @@ _REQUIRED = ("user_id", "lat", "lon", "ts")
 _MIN_TS_MS = 1_000_000_000_000
 _INF = math.inf
 
-# Location is frozen, so its __init__ sets every field through object.__setattr__; on the
-# matcher's hot path it is built by the slots' own descriptors instead (the same object).
-_new = object.__new__
-_set_user_id, _set_lat, _set_lon, _set_ts, _set_accuracy = (
-    Location.__dict__[name].__set__ for name in Location.__slots__
-)
-
 
 def parse_location(data: bytes, *, now_ms: int, max_future_skew_ms: int) -> Location:
-    """Decode and validate one location event. Raises MalformedEvent with the reason."""
+    """Decode and validate one location event (:func:`location_from_json`). Raises
+    MalformedEvent with the reason."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent(f"location is not valid JSON: {exc}") from exc
     if type(obj) is not dict:
         raise MalformedEvent(f"location must be a JSON object, not {type(obj).__name__}")
-    # The common case first, by exact types: every event it accepts, location_from_json
-    # accepts too and reads the same way (a float within bounds is finite; orjson gives no
-    # bool for a float). Anything else, valid or not, takes the general path.
-    user_id, lat, lon, ts = obj.get("user_id"), obj.get("lat"), obj.get("lon"), obj.get("ts")
-    accuracy = obj.get("accuracy_m")
-    if (
-        type(user_id) is str
-        and user_id
-        and type(lat) is float
-        and -90.0 <= lat <= 90.0
-        and type(lon) is float
-        and -180.0 <= lon <= 180.0
-        and type(ts) is int
-        and _MIN_TS_MS <= ts <= now_ms + max_future_skew_ms
-        and (accuracy is None or (type(accuracy) is float and 0.0 <= accuracy < _INF))
-    ):
-        location = _new(Location)
-        _set_user_id(location, user_id)
-        _set_lat(location, lat)
-        _set_lon(location, lon)
-        _set_ts(location, ts)
-        _set_accuracy(location, accuracy)
-        return location
     return location_from_json(obj, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
 
 
@@ -128,9 +100,10 @@ _NONE_TYPE = type(None)
 def parse_locations(
     values: Sequence[bytes | None], *, now_ms: int, max_future_skew_ms: int
 ) -> LocationColumns | None:
-    """Decode a batch of location events at once, as columns, when every one of them takes
-    the common case of :func:`parse_location` (which would read each the same way). None
-    when any does not, valid or not (and for an empty batch): then read them one by one.
+    """Decode a batch of location events at once, as columns, when every one of them has
+    the common shape: exact types (a float within bounds is finite; orjson gives no bool
+    for a float) that :func:`location_from_json` accepts and reads the same way. None when
+    any does not, valid or not (and for an empty batch): then read them one by one.
 
     Each check runs over a whole column in C (``map``, ``min``, ``list.count``): on the
     matcher's hot path this costs a fraction of a Python loop over the events.
@@ -152,9 +125,9 @@ def parse_locations(
         _all_of(str, users)
         and all(users)
         and _all_of(float, lats)
-        and -90.0 <= min(lats) <= max(lats) <= 90.0
+        and LAT_MIN <= min(lats) <= max(lats) <= LAT_MAX
         and _all_of(float, lons)
-        and -180.0 <= min(lons) <= max(lons) <= 180.0
+        and LON_MIN <= min(lons) <= max(lons) <= LON_MAX
         and _all_of(int, times)
         and _MIN_TS_MS <= min(times) <= max(times) <= now_ms + max_future_skew_ms
     ):
@@ -175,7 +148,9 @@ def _all_of(kind: type, column: list[Any]) -> bool:
     return list(map(type, column)).count(kind) == len(column)
 
 
-# The same trick as for Location, column by column: each setter runs over a column in C.
+# Sighting is frozen, so its __init__ sets every field through object.__setattr__; on the
+# matcher's hot path each slot's own descriptor is run over a whole column in C instead.
+_new = object.__new__
 _SIGHTING_SETTERS = tuple(Sighting.__dict__[name].__set__ for name in Sighting.__slots__)
 
 
@@ -197,8 +172,7 @@ def location_from_json(obj: dict[str, Any], *, now_ms: int, max_future_skew_ms: 
     user_id = obj["user_id"]
     if not isinstance(user_id, str) or not user_id:
         raise MalformedEvent("location user_id must be a non-empty string")
-    lat = _coordinate(obj["lat"], "lat", 90.0)
-    lon = _coordinate(obj["lon"], "lon", 180.0)
+    lat, lon = check_lat_lon(_finite(obj["lat"], "lat"), _finite(obj["lon"], "lon"), "location")
     ts = obj["ts"]
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise MalformedEvent(f"location ts must be an integer (epoch ms), not {type(ts).__name__}")
@@ -230,10 +204,3 @@ def _finite(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise MalformedEvent(f"location {name} must be a finite number")
     return float(value)
-
-
-def _coordinate(value: Any, name: str, bound: float) -> float:
-    number = _finite(value, name)
-    if not -bound <= number <= bound:
-        raise MalformedEvent(f"location {name} out of range [-{bound:g}, {bound:g}]")
-    return number

@@ -31,8 +31,9 @@ import h3.api.basic_int as h3i
 
 from pipeline.domain.models import Sighting
 from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
+from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.cards import ActiveAlert, CardTemplate, card_expiry_ms
-from pipeline.domain.targeting.deadletter import RawEvent, dead_letter
+from pipeline.domain.targeting.deadletter import dead_letter
 from pipeline.domain.targeting.locations import (
     RawLocations,
     parse_location,
