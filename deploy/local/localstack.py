@@ -12,6 +12,12 @@ For machines without a Docker engine. The broker's jars come from Maven Central 
 
 The test session imports :class:`LocalStack` from here (tests/conftest.py), so the Makefile,
 the demo and the tests start the services in exactly one way. Standard library only.
+
+Each service can also be stopped and started again on its own (``stop_kafka()`` /
+``start_kafka()``, ``stop_redis()`` / ``start_redis()``), for tests that inject faults: the
+broker comes back on the same port, log directory and cluster id, with every record it had
+acknowledged; Redis comes back on the same port and EMPTY (it runs without persistence, and
+no dump file is ever loaded), which is the "Redis restarted, data lost" fault.
 """
 
 from __future__ import annotations
@@ -117,6 +123,7 @@ class StackState:
     redis_port: int
     kafka_pid: int | None = None
     redis_pid: int | None = None
+    cluster_id: str | None = None  # set when the KRaft storage is formatted
 
     @property
     def bootstrap_servers(self) -> str:
@@ -150,6 +157,11 @@ class LocalStack:
 
     ``start()`` returns once both accept clients; ``stop()`` terminates them (SIGTERM, then
     SIGKILL) and is safe to call twice. Raises :class:`StackError` naming what is missing.
+
+    Between the two, either service can be stopped and started again alone, for fault
+    injection: :meth:`stop_kafka` / :meth:`start_kafka` keep the broker's port, KRaft log
+    directory and cluster id (its data survives); :meth:`stop_redis` / :meth:`start_redis`
+    keep Redis's port and bring it back empty.
     """
 
     def __init__(self, state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> None:
@@ -161,7 +173,7 @@ class LocalStack:
             controller_port=spare.pop(),
             redis_port=redis_port or spare.pop(),
         )
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 90.0) -> StackState:
@@ -176,24 +188,23 @@ class LocalStack:
         for port in (self.state.kafka_port, self.state.redis_port):
             if port_open(port):
                 raise StackError(f"port {port} on 127.0.0.1 is already in use")
-        self._start_redis()
         try:
-            self._start_kafka()
+            # Both start at once; the broker takes seconds, Redis milliseconds.
+            redis_log = self._spawn_redis()
+            self._format_kafka()
+            kafka_log = self._spawn_kafka()
             self._save()
-            self._wait(timeout_s)
+            deadline = time.monotonic() + timeout_s
+            self._wait_kafka(kafka_log, deadline)
+            self._wait_redis(redis_log, deadline)
         except BaseException:
             self.stop()
             raise
         return self.state
 
     def stop(self) -> None:
-        for pid in (self.state.kafka_pid, self.state.redis_pid):
-            if pid:
-                _terminate(pid)
-        for child in self._children:
-            child.wait(10)  # reap, so no zombie or "still running" warning is left behind
-        self._children.clear()
-        self.state.kafka_pid = self.state.redis_pid = None
+        self._stop_service("kafka")
+        self._stop_service("redis")
         self.state_file.unlink(missing_ok=True)
 
     @classmethod
@@ -206,16 +217,68 @@ class LocalStack:
         stack.state_dir = state_dir.resolve()
         stack.state_file = state_file
         stack.state = StackState(**json.loads(state_file.read_text()))
-        stack._children = []
+        stack._children = {}
         return stack
 
     def alive(self) -> bool:
         return all(_pid_alive(pid) for pid in (self.state.kafka_pid, self.state.redis_pid))
 
+    # -- restarts (fault injection) --------------------------------------------------------
+    def stop_kafka(self, *, hard: bool = False) -> None:
+        """Stop the broker: a clean shutdown (SIGTERM), or with ``hard`` a crash (SIGKILL:
+        no controlled shutdown, the next start recovers the log). Its data is kept for
+        :meth:`start_kafka`. Safe to call when it is not running."""
+        self._stop_service("kafka", hard=hard)
+        self._save()
+
+    def start_kafka(self, timeout_s: float = 90.0) -> None:
+        """Start the broker again on the same port, log directory and cluster id; returns
+        once it serves. Raises StackError if it is running, was never formatted, or does
+        not come up within ``timeout_s``."""
+        if _pid_alive(self.state.kafka_pid):
+            raise StackError("the Kafka broker is already running")
+        if not (self.state_dir / "kafka" / "data" / "meta.properties").exists():
+            raise StackError(f"no formatted Kafka storage under {self.state_dir}: start() first")
+        self._check_port_free(self.state.kafka_port)
+        log_from = self._spawn_kafka()
+        self._save()
+        self._wait_kafka(log_from, time.monotonic() + timeout_s)
+
+    def restart_kafka(self, *, hard: bool = False, timeout_s: float = 90.0) -> None:
+        self.stop_kafka(hard=hard)
+        self.start_kafka(timeout_s)
+
+    def stop_redis(self, *, hard: bool = False) -> None:
+        """Stop Redis (SIGTERM, or SIGKILL with ``hard``); its data is gone either way.
+        Safe to call when it is not running."""
+        self._stop_service("redis", hard=hard)
+        self._save()
+
+    def start_redis(self, timeout_s: float = 30.0) -> None:
+        """Start Redis again on the same port, empty; returns once it answers PING. Raises
+        StackError if it is running or does not come up within ``timeout_s``."""
+        if _pid_alive(self.state.redis_pid):
+            raise StackError("redis-server is already running")
+        self._check_port_free(self.state.redis_port)
+        log_from = self._spawn_redis()
+        self._save()
+        self._wait_redis(log_from, time.monotonic() + timeout_s)
+
+    def restart_redis(self, *, hard: bool = False, timeout_s: float = 30.0) -> None:
+        self.stop_redis(hard=hard)
+        self.start_redis(timeout_s)
+
     # -- services --------------------------------------------------------------------------
-    def _start_redis(self) -> None:
+    def _spawn_redis(self) -> int:
+        """Start redis-server; returns the size its log had before (where this run's
+        lines begin)."""
         rdir = self.state_dir / "redis"
         rdir.mkdir(parents=True, exist_ok=True)
+        # No persistence: no RDB snapshots, no AOF. Any file an earlier server (or another
+        # configuration) left is removed first, so that a restart always comes back empty.
+        for leftover in ("dump.rdb", "appendonly.aof"):
+            (rdir / leftover).unlink(missing_ok=True)
+        shutil.rmtree(rdir / "appendonlydir", ignore_errors=True)
         args = [
             "redis-server",
             "--bind",
@@ -229,10 +292,25 @@ class LocalStack:
             "--dir",
             str(rdir),
         ]
-        self.state.redis_pid = self._spawn(args, rdir / "redis.log")
+        log_path = rdir / "redis.log"
+        log_from = _size(log_path)
+        self.state.redis_pid = self._spawn("redis", args, log_path)
+        return log_from
 
-    def _start_kafka(self) -> None:
-        libs = kafka_libs()
+    def _kafka_java(self) -> list[str]:
+        kdir = self.state_dir / "kafka"
+        return [
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            f"-Dlog4j2.configurationFile={kdir / 'log4j2.yaml'}",
+            "-cp",
+            f"{kafka_libs()}/*",
+        ]
+
+    def _format_kafka(self) -> None:
+        """Write the broker's configuration and format fresh KRaft storage with a new
+        cluster id (what a restart then keeps)."""
         kdir = self.state_dir / "kafka"
         data = kdir / "data"
         shutil.rmtree(data, ignore_errors=True)
@@ -266,53 +344,109 @@ class LocalStack:
             )
         )
         (kdir / "log4j2.yaml").write_text(LOG4J2)
-        classpath = f"{libs}/*"
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        java = [
-            "java",
-            "-Xms256m",
-            "-Xmx1g",
-            f"-Dlog4j2.configurationFile={kdir / 'log4j2.yaml'}",
-            "-cp",
-            classpath,
-        ]
         fmt = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            [
+                *self._kafka_java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+            ],
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        args = [*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)]
-        self.state.kafka_pid = self._spawn(args, kdir / "broker.log")
+        self.state.cluster_id = cluster_id
 
-    def _spawn(self, args: list[str], log_path: Path) -> int:
-        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+    def _spawn_kafka(self) -> int:
+        """Start the broker on the formatted storage; returns the size its log had before
+        (where this run's lines begin)."""
+        kdir = self.state_dir / "kafka"
+        args = [*self._kafka_java(), "-XX:+UseG1GC", "kafka.Kafka", str(kdir / "server.properties")]
+        log_path = kdir / "broker.log"
+        log_from = _size(log_path)
+        self.state.kafka_pid = self._spawn("kafka", args, log_path)
+        return log_from
+
+    def _spawn(self, service: str, args: list[str], log_path: Path) -> int:
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._children.append(proc)
+        self._children[service] = proc
         return proc.pid
 
-    def _wait(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def _stop_service(self, service: str, *, hard: bool = False) -> None:
+        pid = self.state.kafka_pid if service == "kafka" else self.state.redis_pid
+        if pid:
+            _terminate(pid, hard=hard)
+        child = self._children.pop(service, None)
+        if child is not None:
+            child.wait(10)  # reap, so no zombie or "still running" warning is left behind
+        if service == "kafka":
+            self.state.kafka_pid = None
+        else:
+            self.state.redis_pid = None
+
+    def _wait_kafka(self, log_from: int, deadline: float) -> None:
+        """Until this run of the broker has logged that it started and its port accepts."""
         broker_log = self.state_dir / "kafka" / "broker.log"
         while time.monotonic() < deadline:
             if not _pid_alive(self.state.kafka_pid):
                 raise StackError(f"the Kafka broker exited; see {broker_log}:\n{_tail(broker_log)}")
-            if not _pid_alive(self.state.redis_pid):
-                raise StackError(
-                    f"redis-server exited:\n{_tail(self.state_dir / 'redis' / 'redis.log')}"
-                )
-            kafka_ready = port_open(self.state.kafka_port) and "started" in _tail(broker_log, 20000)
-            if kafka_ready and port_open(self.state.redis_port):
+            if "started" in _read_from(broker_log, log_from) and port_open(self.state.kafka_port):
                 return
             time.sleep(0.2)
-        raise StackError(f"Kafka/Redis not ready within {timeout_s:.0f}s; see {broker_log}")
+        raise StackError(f"Kafka not ready in time; see {broker_log}:\n{_tail(broker_log)}")
+
+    def _wait_redis(self, log_from: int, deadline: float) -> None:
+        """Until this run of redis-server answers PING."""
+        redis_log = self.state_dir / "redis" / "redis.log"
+        while time.monotonic() < deadline:
+            if not _pid_alive(self.state.redis_pid):
+                raise StackError(f"redis-server exited:\n{_read_from(redis_log, log_from)}")
+            if _redis_ping(self.state.redis_port):
+                return
+            time.sleep(0.05)
+        raise StackError(f"Redis not ready in time; see {redis_log}:\n{_tail(redis_log)}")
+
+    def _check_port_free(self, port: int) -> None:
+        if port_open(port):
+            raise StackError(f"port {port} on 127.0.0.1 is already in use")
 
     def _save(self) -> None:
         self.state_file.write_text(json.dumps(asdict(self.state)))
+
+
+def _redis_ping(port: int) -> bool:
+    """Whether a Redis server on ``port`` answers PING (RESP inline command)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -331,12 +465,14 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _terminate(pid: int, grace_s: float = 15.0) -> None:
+def _terminate(pid: int, grace_s: float = 15.0, *, hard: bool = False) -> None:
+    """SIGTERM the process group of ``pid`` and wait up to ``grace_s``, then SIGKILL it;
+    with ``hard``, SIGKILL at once (a crash: no shutdown hook runs)."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGKILL if hard else signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + (0.0 if hard else grace_s)
     while time.monotonic() < deadline and _pid_alive(pid):
         time.sleep(0.1)
     if _pid_alive(pid):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.adapters.kafka.consumer import consumed_record
 from pipeline.adapters.kafka.tools import DeliveryProducer
@@ -64,3 +64,37 @@ def collect(
 
 def values(records: Iterable[RawEvent]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records if r.value is not None]
+
+
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[RawEvent]:
+    """Every record of ``topic`` from the beginning up to the end each partition has now,
+    by a plain consumer of its own (no group, nothing committed). Raises AssertionError if
+    that end is not reached within ``timeout_s``."""
+    consumer = Consumer(
+        {
+            **settings.kafka.confluent_config(),
+            "group.id": f"test-read-{time.time_ns()}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        left = {p for p, end in ends.items() if end > 0}
+        out: list[RawEvent] = []
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                out.append(consumed_record(msg))
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    left.discard(msg.partition())
+        assert not left, f"{topic} not read to its end"
+        return out
+    finally:
+        consumer.close()

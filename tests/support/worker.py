@@ -3,6 +3,7 @@ environment exactly as in production."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,6 +55,10 @@ class WorkerProcess:
             time.sleep(0.3)
         raise RuntimeError(f"worker not ready within {timeout_s:.0f}s:\n{self.log_tail()}")
 
+    def running(self) -> bool:
+        """Started and not (yet) exited."""
+        return self.proc is not None and self.proc.poll() is None
+
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as resp:
             return resp.read().decode()
@@ -78,8 +83,10 @@ class WorkerProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL, no chance to commit or flush: the crash case."""
+        """SIGKILL, no chance to commit or flush: the crash case. Also what to call for a
+        worker that exited by itself: what is left of its process group goes too."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         self._log.close()
