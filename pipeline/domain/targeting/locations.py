@@ -3,7 +3,8 @@ optional ``accuracy_m``.
 
 Rules (each rejection is a MalformedEvent, dead-lettered with its reason and counted):
 
-* every required field present and of its type; ``user_id`` non-empty;
+* every required field present and of its type; ``user_id`` non-empty, with no control
+  characters (a card's ``event_id`` joins the alert key and the user id with one);
 * ``lat`` in [-90, 90], ``lon`` in [-180, 180], all numbers finite (JSON has no NaN; a
   producer that writes one produces invalid JSON, which is rejected as such);
 * ``ts`` in epoch milliseconds, not more than ``max_future_skew_ms`` ahead of the worker's
@@ -13,6 +14,7 @@ Rules (each rejection is a MalformedEvent, dead-lettered with its reason and cou
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
@@ -30,6 +32,7 @@ _REQUIRED = ("user_id", "lat", "lon", "ts")
 # Anything below this is seconds or garbage, not epoch ms (it is 2001-09-09 in ms).
 _MIN_TS_MS = 1_000_000_000_000
 _INF = math.inf
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_location(data: bytes, *, now_ms: int, max_future_skew_ms: int) -> Location:
@@ -124,6 +127,7 @@ def parse_locations(
     if not (
         _all_of(str, users)
         and all(users)
+        and not _CONTROL.search("".join(users))
         and _all_of(float, lats)
         and LAT_MIN <= min(lats) <= max(lats) <= LAT_MAX
         and _all_of(float, lons)
@@ -172,6 +176,8 @@ def location_from_json(obj: dict[str, Any], *, now_ms: int, max_future_skew_ms: 
     user_id = obj["user_id"]
     if not isinstance(user_id, str) or not user_id:
         raise MalformedEvent("location user_id must be a non-empty string")
+    if _CONTROL.search(user_id):
+        raise MalformedEvent("location user_id must not contain control characters")
     lat, lon = check_lat_lon(_finite(obj["lat"], "lat"), _finite(obj["lon"], "lon"), "location")
     ts = obj["ts"]
     if isinstance(ts, bool) or not isinstance(ts, int):
