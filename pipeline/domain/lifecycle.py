@@ -118,7 +118,12 @@ class AlertIngest:
         repeated event is byte-identical.
 
         With ``replay`` (rebuilding the index from the alerts topic) the index is updated
-        the same way but nothing is announced: those changes were announced long ago.
+        the same way but nothing is announced: those changes were announced long ago. Their
+        events are still recorded as owed, since the rebuild may also read a message whose
+        handling has not finished (on this worker or another): when that handler, or the
+        message's redelivery, applies it, it finds the change installed and the event owed,
+        and announces it (at worst once more). An owed event that nobody comes back for
+        expires with its alert.
         """
         alert = item.alert
         if alert.msg_type == "Cancel":
@@ -136,13 +141,12 @@ class AlertIngest:
             return None
         assert item.cover is not None
         active = activate(alert, key=item.key, alert_id=item.alert_id, version=alert.sent_ms)
-        if replay:
-            await self.index.put_alert(active, item.cover.cells)
-            return None
         state = "issued" if current is None else "updated"
         event = self._lifecycle(active, state, cells=len(item.cover.cells), cover=item.cover)
         await self._owe(item.key, active.version, event, active.expires_ms)
         await self.index.put_alert(active, item.cover.cells)
+        if replay:
+            return None
         return Applied(item.key, event, active, item.cover.cells)
 
     async def _cancel(self, item: PreparedAlert, replay: bool) -> Applied | None:
@@ -155,14 +159,14 @@ class AlertIngest:
         expiry = current.expires_ms if current and current.expires_ms else None
         keep_until = max(expiry or 0, item.alert.sent_ms + TOMBSTONE_MS)
         event: dict[str, Any] | None = None
-        if current is not None and not replay:
+        if current is not None:
             event = self._lifecycle(current, "cancelled", cells=0)
             event["message_id"] = item.alert.identifier
             event["version"] = item.alert.sent_ms
             await self._owe(item.key, item.alert.sent_ms, event, keep_until)
         await self.index.tombstone(item.key, item.alert.sent_ms, keep_until)
         removed = await self.index.remove_alert(item.key)
-        if event is None:
+        if event is None or replay:
             return None
         if not removed:  # expired or cancelled meanwhile by someone else, who announces it
             await self.index.paid(item.key, item.alert.sent_ms)

@@ -43,16 +43,33 @@ def replay_offline(
     *,
     topic_map: dict[str, str] | None = None,
     use_redis: bool = False,
+    forget_every_ms: int | None = None,
+    presence_forget_every_ms: int | None = None,
 ) -> OfflineSummary:
     """Run the log's alerts and locations through the worker's logic in one process and
     write every record it would have produced to ``out``
     (:func:`pipeline.replay.offline.replay_log`): on the in-process stores, or on the
-    configured Redis with ``use_redis``."""
-    from pipeline.replay.offline import replay_log
+    configured Redis with ``use_redis``. ``forget_every_ms`` and
+    ``presence_forget_every_ms``: how often the in-process stores forget (None: the
+    defaults of :mod:`pipeline.replay.offline`)."""
+    from pipeline.replay import offline
 
     wiring = partial(offline_runtime, settings, use_redis=use_redis)
     topics = topic_names(settings, topic_map)
-    return replay_log(settings, path, out, wiring, topics=topics, restartable=not use_redis)
+    return offline.replay_log(
+        settings,
+        path,
+        out,
+        wiring,
+        topics=topics,
+        restartable=not use_redis,
+        forget_every_ms=offline.FORGET_EVERY_MS if forget_every_ms is None else forget_every_ms,
+        presence_forget_every_ms=(
+            offline.PRESENCE_FORGET_EVERY_MS
+            if presence_forget_every_ms is None
+            else presence_forget_every_ms
+        ),
+    )
 
 
 def offline_runtime(

@@ -86,6 +86,19 @@ class Forgetting:
     presence: Callable[[int], int] | None = None
 
 
+# How often (event time) the in-process stores drop expired entries: a full scan, so not at
+# every tick. Redis expires them on time; a dedup record may thus outlive its expiry by up
+# to this much offline (it only matters for a card whose alert never expires, 24 h on).
+FORGET_EVERY_MS = 60_000
+# The presence store forgets at one of those times only every so often, or when it could
+# show: a scan of every user costs about as much as matching a minute of their locations.
+# Forgetting at B drops the users last seen at or before B - window. Only the fan-out reads
+# the store, asking for users seen at or after its own time - window: after B, only a
+# fan-out at B itself (an alert at B, just after the tick) could miss a user dropped then,
+# and forgetting later drops the same users and more, unseen.
+PRESENCE_FORGET_EVERY_MS = 600_000
+
+
 # The runtime on a fresh set of stores, publishing to ``sink`` on ``clock``, and what those
 # stores forget: called once per attempt at the log.
 RuntimeWiring = Callable[[LogSink, EventClock], tuple["WorkerRuntime", Forgetting]]
@@ -99,15 +112,26 @@ def replay_log(
     *,
     topics: TopicNames,
     restartable: bool = True,
+    forget_every_ms: int = FORGET_EVERY_MS,
+    presence_forget_every_ms: int = PRESENCE_FORGET_EVERY_MS,
 ) -> OfflineSummary:
     """Run the log's alerts and locations through the runtime ``wiring`` builds and write
     every record it would have produced to ``out``; ``topics`` names the logical topic of
     each log record. ``restartable``: the wiring gives fresh stores each time, so the log
-    may be read optimistically (see the module docstring)."""
+    may be read optimistically (see the module docstring). ``forget_every_ms`` and
+    ``presence_forget_every_ms``: how often the in-process stores forget (see
+    :class:`OfflineReplay`)."""
     with _fewer_collections():
         return asyncio.run(
             _replay_log(
-                settings, Path(path), Path(out), wiring, topics=topics, restartable=restartable
+                settings,
+                Path(path),
+                Path(out),
+                wiring,
+                topics=topics,
+                restartable=restartable,
+                forget_every_ms=forget_every_ms,
+                presence_forget_every_ms=presence_forget_every_ms,
             )
         )
 
@@ -137,6 +161,8 @@ async def _replay_log(
     *,
     topics: TopicNames,
     restartable: bool,
+    forget_every_ms: int,
+    presence_forget_every_ms: int,
 ) -> OfflineSummary:
     names: dict[str, str] = {}
 
@@ -157,7 +183,14 @@ async def _replay_log(
         with EventLogWriter(out) as writer:  # truncates what a dropped attempt wrote
             sink = LogSink(writer, clock)
             runtime, forgetting = wiring(sink, clock)
-            replay = OfflineReplay(settings, runtime, clock, forgetting)
+            replay = OfflineReplay(
+                settings,
+                runtime,
+                clock,
+                forgetting,
+                forget_every_ms=forget_every_ms,
+                presence_forget_every_ms=presence_forget_every_ms,
+            )
             if started is None:  # the replay itself, not the imports of the wiring
                 started = time.perf_counter()
             blocks = event_time_blocks(path, keep=wanted, optimistic=optimistic)
@@ -186,26 +219,14 @@ class _Columns:
         return len(self.times)
 
 
-# How often (event time) the in-process stores drop expired entries: a full scan, so not at
-# every tick. Redis expires them on time; a dedup record may thus outlive its expiry by up
-# to this much offline (it only matters for a card whose alert never expires, 24 h on).
-FORGET_EVERY_MS = 60_000
-# The presence store forgets at one of those times only every so often, or when it could
-# show: a scan of every user costs about as much as matching a minute of their locations.
-# Forgetting at B drops the users last seen at or before B - window. Only the fan-out reads
-# the store, asking for users seen at or after its own time - window: after B, only a
-# fan-out at B itself (an alert at B, just after the tick) could miss a user dropped then,
-# and forgetting later drops the same users and more, unseen.
-PRESENCE_FORGET_EVERY_MS = 600_000
-
-
 class OfflineReplay:
     """Feeds records, in event-time order, to a runtime the way the worker's agents and
     timers would: alerts one by one; locations in batches of ``match.batch_size``; the
     expiry tick at every ``match.expiry_check_s`` of event time that a record passes (once
-    per gap, at the last boundary before the record). At a tick at least FORGET_EVERY_MS
-    after the last such, the in-process stores forget (the presence store not always, see
-    PRESENCE_FORGET_EVERY_MS)."""
+    per gap, at the last boundary before the record). At a tick at least ``forget_every_ms``
+    (default FORGET_EVERY_MS) after the last such, the in-process stores forget (the
+    presence store not always: at most every ``presence_forget_every_ms``, default
+    PRESENCE_FORGET_EVERY_MS, unless it could show)."""
 
     def __init__(
         self,
@@ -213,6 +234,9 @@ class OfflineReplay:
         runtime: WorkerRuntime,
         clock: EventClock,
         forgetting: Forgetting,
+        *,
+        forget_every_ms: int = FORGET_EVERY_MS,
+        presence_forget_every_ms: int = PRESENCE_FORGET_EVERY_MS,
     ) -> None:
         self._runtime = runtime
         self._forgetting = forgetting
@@ -223,6 +247,8 @@ class OfflineReplay:
         self._tick_ms = max(1, int(settings.match.expiry_check_s * 1000))
         self._next_tick: int | None = None
         self._due = -(2**64)  # the ts from which _tick_until has work: the first record's on
+        self._forget_every_ms = forget_every_ms
+        self._presence_forget_every_ms = presence_forget_every_ms
         self._forgotten_at = self._presence_forgotten_at = 0
         self.summary = OfflineSummary()
 
@@ -301,14 +327,14 @@ class OfflineReplay:
         self._clock.now_ms = boundary
         await self._runtime.on_tick()
         self._next_tick = self._due = boundary + self._tick_ms
-        if boundary - self._forgotten_at >= FORGET_EVERY_MS:
+        if boundary - self._forgotten_at >= self._forget_every_ms:
             self._forgotten_at = boundary
             forgetting = self._forgetting
             if forgetting.dedup is not None:
                 forgetting.dedup(boundary)
             # The record at ts, or one after it at the same ts, could be an alert at B only
             # if ts is B (see PRESENCE_FORGET_EVERY_MS).
-            due = boundary - self._presence_forgotten_at >= PRESENCE_FORGET_EVERY_MS
+            due = boundary - self._presence_forgotten_at >= self._presence_forget_every_ms
             if forgetting.presence is not None and (ts == boundary or due):
                 self._presence_forgotten_at = boundary
                 forgetting.presence(boundary)

@@ -81,6 +81,10 @@ _HEADS = re.compile(rb'\n\{"topic":"([^"\\\n]+)","ts":(-?\d+)[,}]')
 _TOPIC = re.compile(rb'[^"\\\n]+')
 _first = operator.itemgetter(0)
 
+# From this size on (on disk), a helper process takes the blocks of a log apart; below, its
+# start (a fresh interpreter, about 0.1 s) would cost more than it saves.
+HELPER_MIN_BYTES = 4 << 20
+
 
 def topic_rank(topic: str) -> int:
     """Alerts sort before everything else at equal ``ts``: an alert and a location of the
@@ -114,6 +118,7 @@ def event_time_blocks(
     keep: Callable[[str], bool] = lambda _topic: True,
     chunk_records: int = 250_000,
     optimistic: bool = False,
+    helper_min_bytes: int = HELPER_MIN_BYTES,
 ) -> Iterator[LogBlock]:
     """:func:`event_time_rows` in blocks of consecutive rows, for the hottest loops: a
     :class:`TopicRun` where the lines allow (most of a simulated log), else rows.
@@ -122,11 +127,13 @@ def event_time_blocks(
     checked before it is given: the first pass is saved, but NotInOrder is raised as soon
     as a record breaks the order or any line fails to read, and every block given until
     then is void. For a consumer that can start over, such as the offline replay on its
-    in-process stores; the blocks are the same when no NotInOrder comes.
+    in-process stores; the blocks are the same when no NotInOrder comes. An optimistic
+    reading of a log of at least ``helper_min_bytes`` on disk is taken apart by a helper
+    process (see :data:`HELPER_MIN_BYTES`); the blocks are the same either way.
     """
     reader = _Reader(keep)
     if optimistic:
-        yield from reader.checked_blocks(path)
+        yield from reader.checked_blocks(path, helper_min_bytes)
         return
     ahead = reader.read_ahead(path, chunk_records)
     if ahead is None:
@@ -194,11 +201,13 @@ class _Reader:
         self.lines = self.held_lines = seq + 1
         return (held, offset) if all(map(self._in_order, blocks)) else None
 
-    def checked_blocks(self, path: str | os.PathLike[str]) -> Iterator[LogBlock]:
+    def checked_blocks(
+        self, path: str | os.PathLike[str], helper_min_bytes: int
+    ) -> Iterator[LogBlock]:
         """The blocks of the whole file, each checked (see ``optimistic`` in
         :func:`event_time_blocks`). Raises NotInOrder."""
         seq = -1
-        with closing(_parsed_blocks(path)) as blocks:
+        with closing(_parsed_blocks(path, helper_min_bytes)) as blocks:
             while True:
                 # Whatever reading raises (a bad line, a corrupt file), the reading without
                 # ``optimistic`` raises it too, at its own moment: leave it to that one.
@@ -331,9 +340,6 @@ class _Reader:
         return True
 
 
-# From this size on (on disk), a helper process takes the blocks of a log apart; below, its
-# start (a fresh interpreter, about 0.1 s) would cost more than it saves.
-HELPER_MIN_BYTES = 4 << 20
 # The helper writes each block as its length (8 bytes, little-endian) and its marshal data;
 # then a length of 0 at the end, or _FAILED if reading failed.
 _FRAME = struct.Struct("<Q")
@@ -342,11 +348,14 @@ _PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask of Linux by de
 _HELPER = "from pipeline.replay.order import parse_to_stdout; parse_to_stdout()"
 
 
-def _parsed_blocks(path: str | os.PathLike[str]) -> Generator[ParsedBlock, None, None]:
+def _parsed_blocks(
+    path: str | os.PathLike[str], helper_min_bytes: int
+) -> Generator[ParsedBlock, None, None]:
     """The blocks of a file taken apart: by a helper process, on another core and a block
-    ahead of the caller, for a big file on a machine with more than one; else here. Raises
-    NotInOrder if the helper fails (whatever it was, reading again here raises it)."""
-    if os.path.getsize(path) < HELPER_MIN_BYTES or (os.cpu_count() or 1) < 2 or not sys.executable:
+    ahead of the caller, for a file of at least ``helper_min_bytes`` on a machine with more
+    than one; else here. Raises NotInOrder if the helper fails (whatever it was, reading
+    again here raises it)."""
+    if os.path.getsize(path) < helper_min_bytes or (os.cpu_count() or 1) < 2 or not sys.executable:
         for block in text_blocks(path):
             yield parse_block(block)
         return

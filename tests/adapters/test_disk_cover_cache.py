@@ -14,9 +14,9 @@ from pipeline.domain.alerts.formats import parse_alert_message
 from pipeline.domain.geo.cover import CoverLimits, cover_shapes
 from pipeline.domain.geo.covercache import cached_cover, cover_key
 from pipeline.domain.models import Circle, Polygon
-from pipeline.entrypoints.cli import main
 from pipeline.entrypoints.wiring import make_coverer
 from pipeline.settings import MatchSettings, Settings
+from tests.support.cli import run_alertfeed
 from tests.support.factories import make_cap_xml
 
 AUSTIN = h3i.latlng_to_cell(30.2672, -97.7431, 6)
@@ -90,17 +90,16 @@ def test_a_cached_cover_is_the_computed_one_and_shapes_change_the_key(tmp_path: 
     assert len(keys) == 5
 
 
-def test_covers_warm_fills_the_cache_the_alert_path_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("ALERTFEED_MATCH__COVER_CACHE_DIR", str(tmp_path))
-    assert main(["covers", "warm", "011000", "044000"]) == 0  # DC, Rhode Island
-    assert "044000" in capsys.readouterr().out
+def test_covers_warm_fills_the_cache_the_alert_path_reads(tmp_path: Path) -> None:
+    settings = Settings(match=MatchSettings(cover_cache_dir=tmp_path))
+    warmed = run_alertfeed("covers", "warm", "011000", "044000", settings=settings, cwd=tmp_path)
+    assert warmed.returncode == 0, warmed.stderr  # DC, Rhode Island
+    assert "044000" in warmed.stdout
     assert len(list(tmp_path.rglob("*.cover"))) == 2
-    assert main(["covers", "warm", "099000"]) == 1  # no such state: reported, not cached
+    unknown = run_alertfeed("covers", "warm", "099000", settings=settings, cwd=tmp_path)
+    assert unknown.returncode == 1, unknown.stderr  # no such state: reported, not cached
     assert len(list(tmp_path.rglob("*.cover"))) == 2
     # An alert naming Rhode Island finds the warmed cover: same key, nothing new stored.
-    settings = Settings(match=MatchSettings(cover_cache_dir=tmp_path))
     [alert] = parse_alert_message(
         make_cap_xml(sender="ri@example.org", geocodes=[("SAME", "044000")])
     )

@@ -57,7 +57,7 @@ def _placeholder(part: str) -> str:
     return re.escape(part)
 
 
-def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(
+def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(  # noqa: PLR0915 - one scenario writes every documented key
     redis_cluster: str, connect: Callable[[str], Any]
 ) -> None:
     prefix = f"kc{uuid.uuid4().hex[:8]}"
@@ -92,6 +92,8 @@ def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(
 
         await index.tombstone(ALERT, 3, expires)
         assert await index.cancelled_version(ALERT) == 3
+        await index.owe(ALERT, 3, b'{"state":"cancelled"}', expires)
+        assert await index.owed(ALERT) == (3, b'{"state":"cancelled"}')
         assert await index.is_built() is True
 
         keys_by_node: dict[str, list[str]] = {}
@@ -118,6 +120,6 @@ def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(
     assert unused == []
 
     alert_keys = [k for k in keys if f"{{{ALERT}}}" in k]
-    assert len(alert_keys) == 5  # record, cover, tombstone, seen set, reach hash
+    assert len(alert_keys) == 6  # record, cover, tombstone, owed event, seen set, reach hash
     assert len({key_slot(k.encode()) for k in alert_keys}) == 1
     assert sum(1 for node_keys in keys_by_node.values() if node_keys) > 1

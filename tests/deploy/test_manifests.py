@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 
 from pipeline.settings import Settings
 from tests.deploy.promql import DEPLOY
+from tests.support.environments import settings_from
 
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -50,11 +50,10 @@ def test_every_variable_the_manifests_set_is_a_real_setting() -> None:
     assert not unknown, f"not settings (typo?): {unknown}"
 
 
-def test_the_configmap_builds_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in configmap_data().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ALERTFEED_REDIS__PASSWORD", "from-the-secret")
-    settings = Settings()
+def test_the_configmap_builds_valid_settings() -> None:
+    """As the worker's pod has them: the ConfigMap's variables and the password from the
+    Secret."""
+    settings = settings_from({**configmap_data(), "ALERTFEED_REDIS__PASSWORD": "from-the-secret"})
     assert settings.metrics.port == 9108
     assert settings.policy.allowed_senders
     assert settings.redis.resolved_password() == "from-the-secret"

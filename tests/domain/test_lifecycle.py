@@ -79,8 +79,16 @@ class Lifecycle:
         return asyncio.run(go())
 
     def announced(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """The lifecycle events that applying ``message`` announces, each schema-checked."""
-        events = [a.lifecycle for a in self.apply(message) if a is not None]
+        """The lifecycle events that applying ``message`` announces, each schema-checked,
+        and then recorded as announced (as the runtime does once it published them)."""
+        applied = [a for a in self.apply(message) if a is not None]
+
+        async def paid() -> None:
+            for a in applied:
+                await self.ingest.announced(a)
+
+        asyncio.run(paid())
+        events = [a.lifecycle for a in applied]
         for event in events:
             assert_valid("lifecycle", event)
         return events

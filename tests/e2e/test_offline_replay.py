@@ -142,9 +142,7 @@ def edge_of_the_window(sim: Path, path: Path, window_ms: int) -> str:
     return user
 
 
-def test_when_the_presence_store_forgets_never_shows_in_the_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_when_the_presence_store_forgets_never_shows_in_the_output(tmp_path: Path) -> None:
     """The in-process presence store forgets less often than the dedup store (a scan of
     every user), but whenever that could change a card; as often, the output is the same."""
     sim, edge = tmp_path / "sim.jsonl", tmp_path / "edge.jsonl"
@@ -152,14 +150,12 @@ def test_when_the_presence_store_forgets_never_shows_in_the_output(
     user = edge_of_the_window(sim, edge, int(SIMULATION.match.freshness_s * 1000))
     outputs = []
     for every in (offline_replay.FORGET_EVERY_MS, offline_replay.PRESENCE_FORGET_EVERY_MS):
-        monkeypatch.setattr(offline_replay, "PRESENCE_FORGET_EVERY_MS", every)
         for log in (sim, edge):
-            replay_offline(SIMULATION, log, tmp_path / "out.jsonl")
+            replay_offline(SIMULATION, log, tmp_path / "out.jsonl", presence_forget_every_ms=every)
             outputs.append((tmp_path / "out.jsonl").read_bytes())
     assert outputs[:2] == outputs[2:]
     assert card_pairs(tmp_path / "out.jsonl") == set()  # forgotten at the alert's very time
-    monkeypatch.setattr(offline_replay, "FORGET_EVERY_MS", 10**15)
-    replay_offline(SIMULATION, edge, tmp_path / "out.jsonl")
+    replay_offline(SIMULATION, edge, tmp_path / "out.jsonl", forget_every_ms=10**15)
     assert {u for u, _ in card_pairs(tmp_path / "out.jsonl")} == {user}  # never forgotten
 
 

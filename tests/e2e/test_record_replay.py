@@ -7,7 +7,6 @@ The tolerance checks replay pacing, the tool's promise; it is not a speed assert
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.adapters.kafka.tools import DeliveryProducer, ensure_topics
-from pipeline.entrypoints.cli import main
 from pipeline.replay.eventlog import LoggedRecord, read_log
-from pipeline.settings import Settings, child_environment
+from pipeline.settings import Settings
+from tests.support.cli import run_alertfeed
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +36,12 @@ MESSAGES: list[tuple[float, str, bytes | None, bytes, tuple[tuple[str, bytes | N
 ]
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Settings], None]:
-    """Point the in-process ``alertfeed`` CLI at ``settings`` through the environment."""
-
-    def use(settings: Settings) -> None:
-        for name in [k for k in os.environ if k.startswith("ALERTFEED_")]:
-            monkeypatch.delenv(name)
-        for name, value in child_environment(settings).items():
-            if name.startswith("ALERTFEED_"):
-                monkeypatch.setenv(name, value)
-
-    return use
+def alertfeed(settings: Settings, cwd: Path, *args: str) -> str:
+    """``alertfeed ARGS...`` run as a person runs it, in a child process whose environment
+    points it at ``settings``; checks that it succeeded and returns what it printed."""
+    result = run_alertfeed(*args, settings=settings, cwd=cwd)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    return result.stdout
 
 
 def produce_with_gaps(settings: Settings) -> None:
@@ -77,10 +70,7 @@ def offsets(table: dict[tuple[str, bytes | None, bytes | None, object], int]) ->
 
 
 def test_record_replay_record_is_byte_exact_and_keeps_relative_timing(
-    make_settings: Callable[..., Settings],
-    cli_env: Callable[[Settings], None],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     source, target = make_settings(), make_settings()
     ensure_topics(source)
@@ -88,10 +78,9 @@ def test_record_replay_record_is_byte_exact_and_keeps_relative_timing(
     produce_with_gaps(source)
     recorded, rerecorded = tmp_path / "recorded.jsonl.zst", tmp_path / "rerecorded.jsonl.gz"
 
-    cli_env(source)
     n = str(len(MESSAGES))
-    args = ["--from-beginning", "--count", n, "--no-progress"]
-    assert main(["record", "--topic", "alerts", "locations", "--out", str(recorded), *args]) == 0
+    record = ["record", "--topic", "alerts", "locations", "--from-beginning", "--count", n]
+    alertfeed(source, tmp_path, *record, "--no-progress", "--out", str(recorded))
     original = by_content(recorded)
     expected = {(t, k, v, h) for _, t, k, v, h in MESSAGES}
     assert set(original) == expected  # the log holds exactly what was produced
@@ -101,12 +90,10 @@ def test_record_replay_record_is_byte_exact_and_keeps_relative_timing(
         f"--topic-map=alerts={target.topics.alerts}",
         f"--topic-map=locations={target.topics.locations}",
     ]
-    assert main(["replay", str(recorded), *remap, "--no-progress"]) == 0
-    summary = capsys.readouterr().out
+    summary = alertfeed(source, tmp_path, "replay", str(recorded), *remap, "--no-progress")
     assert f"replayed {n} records" in summary and target.topics.alerts in summary
 
-    cli_env(target)
-    assert main(["record", "--topic", "alerts", "locations", "--out", str(rerecorded), *args]) == 0
+    alertfeed(target, tmp_path, *record, "--no-progress", "--out", str(rerecorded))
     replayed = by_content(rerecorded)
     assert set(replayed) == expected  # byte for byte: keys, values, headers
 

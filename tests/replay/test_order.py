@@ -11,10 +11,10 @@ import pytest
 import zstandard
 
 from pipeline.errors import MalformedEvent
-from pipeline.replay import order
 from pipeline.replay.eventlog import LoggedRecord, encode_record, write_log
 from pipeline.replay.lines import LogRow
 from pipeline.replay.order import (
+    HELPER_MIN_BYTES,
     NotInOrder,
     TopicRun,
     event_time_blocks,
@@ -105,9 +105,9 @@ def mixed_records(count: int) -> list[LoggedRecord]:
     return records
 
 
-def optimistic_rows(path: Path) -> list[LogRow]:
+def optimistic_rows(path: Path, *, helper_min_bytes: int = HELPER_MIN_BYTES) -> list[LogRow]:
     rows: list[LogRow] = []
-    for block in event_time_blocks(path, optimistic=True):
+    for block in event_time_blocks(path, optimistic=True, helper_min_bytes=helper_min_bytes):
         rows += block.rows() if isinstance(block, TopicRun) else block
     return rows
 
@@ -144,18 +144,17 @@ def test_an_optimistic_reading_gives_up_on_a_log_out_of_order_or_with_a_bad_line
 
 
 def test_a_big_log_is_taken_apart_by_a_helper_process_with_the_same_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(order, "HELPER_MIN_BYTES", 0)  # every log is big
     path = tmp_path / "log.jsonl.zst"
     write_log(path, mixed_records(5000))
-    assert optimistic_rows(path) == list(event_time_rows(path))
-    blocks = event_time_blocks(path, optimistic=True)
+    assert optimistic_rows(path, helper_min_bytes=0) == list(event_time_rows(path))  # big
+    blocks = event_time_blocks(path, optimistic=True, helper_min_bytes=0)
     next(blocks)
     blocks.close()  # the helper, still writing, ends quietly
     # A reader that fails leaves the log to be read again without optimism.
     path.write_bytes(path.read_bytes()[:-100] + b"not zstd" * 20)
     with pytest.raises(NotInOrder):
-        optimistic_rows(path)
+        optimistic_rows(path, helper_min_bytes=0)
     with pytest.raises(zstandard.ZstdError):
         list(event_time_rows(path))

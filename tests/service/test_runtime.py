@@ -120,6 +120,15 @@ class FlushableIndex:
     async def cancelled_version(self, key: str) -> int | None:
         return await self.store.cancelled_version(key)
 
+    async def owe(self, key: str, version: int, event: bytes, keep_until_ms: int) -> None:
+        await self.store.owe(key, version, event, keep_until_ms)
+
+    async def owed(self, key: str) -> tuple[int, bytes] | None:
+        return await self.store.owed(key)
+
+    async def paid(self, key: str, version: int) -> None:
+        await self.store.paid(key, version)
+
     async def mark_built(self) -> None:
         await self.store.mark_built()
 

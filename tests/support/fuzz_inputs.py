@@ -207,7 +207,10 @@ def structural_alerts(cap: list[bytes], jsons: list[bytes]) -> Iterator[tuple[st
         yield f"json {n} with BOM", codecs.BOM_UTF8 + document
         yield f"json {n} utf-16", document.decode().encode("utf-16")
         yield f"json {n} utf-16-le without BOM", document.decode().encode("utf-16-le")
-        yield f"json {n} latin-1", document.decode().replace("e", "\xe9").encode("latin-1")
+        yield (
+            f"json {n} latin-1",
+            document.decode().replace("e", "\xe9").encode("latin-1", "replace"),
+        )
         for cut in (1, len(document) // 2, len(document) - 1):
             yield f"json {n} truncated at {cut}", document[:cut]
     for depth in (100, 500, 1_000, 1_030, 100_000):
