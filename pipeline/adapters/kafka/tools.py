@@ -166,16 +166,16 @@ def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEven
         meta = consumer.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise BrokerUnavailable(f"alerts topic {topic} is not available")
+        deadline = time.monotonic() + timeout_s
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for partition in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
                 starts.append(TopicPartition(topic, partition, low))
         consumer.assign(starts)
         out: list[RawEvent] = []
-        deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
@@ -191,3 +191,30 @@ def read_alert_log(settings: Settings, timeout_s: float = 120.0) -> list[RawEven
         raise BrokerUnavailable(f"cannot read the alerts topic: {exc}") from exc
     finally:
         consumer.close()
+
+
+# A partition whose leader is being elected (just created, or a broker restarting).
+_LEADER_MOVING = frozenset(
+    (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    )
+)
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """``(low, high)`` of ``tp``, asked again while the broker answers with a retriable
+    error (a topic just created has no leader for a moment) until ``deadline``."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _LEADER_MOVING
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
