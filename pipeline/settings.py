@@ -20,6 +20,8 @@ pacing ones, with their defaults:
 * ``match.fanout_retry_s`` (1 s): pause before an interrupted fan-out starts over;
 * ``match.retry_max_backoff_s`` (30 s): backoff cap while Kafka or Redis is down;
 * ``match.expiry_check_s`` (5 s): how often alerts due to expire are expired;
+* ``match.index_recheck_s`` (5 s): how often the worker's index replica compares itself
+  with Redis even when no change was counted;
 * ``metrics.gauge_interval_s`` (5 s): how often the gauges (consumer lag included) are read;
 * ``kafka.commit_interval_s`` (1 s) and ``kafka.session_timeout_s`` (10 s): consumer group.
 """
@@ -185,6 +187,10 @@ class MatchSettings(BaseModel):
     max_future_skew_s: float = Field(default=300.0, ge=0)
     freshness_s: float = Field(default=1800.0, gt=0)
     expiry_check_s: float = Field(default=5.0, gt=0)
+    # The worker's in-process replica of the alert index follows every counted change at
+    # its next batch; it also compares itself with Redis this often, for a change whose
+    # count was lost (a writer cut off between change and count) or a record Redis expired.
+    index_recheck_s: float = Field(default=5.0, gt=0)
     max_vertices: int = Field(default=500_000, ge=3)
     max_shapes: int = Field(default=1_000, ge=1)
     max_cells: int = Field(default=3_000_000, ge=1)

@@ -189,8 +189,12 @@ class AlertIngest:
         if owed is None or owed[0] != item.alert.sent_ms:
             return None  # announced long ago: a duplicate message
         event = orjson.loads(owed[1])
+        # Finish the change first (idempotent): the attempt that made it may have failed
+        # before the index counted it, and replicas only reload what was counted.
         if current is None or item.cover is None:
+            await self.index.remove_alert(item.key)
             return Applied(item.key, event)
+        await self.index.put_alert(current, item.cover.cells)
         return Applied(item.key, event, current, item.cover.cells)
 
     async def expire_due(self) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pipeline.adapters.redis.client import RedisClient, redis_client
 from pipeline.adapters.redis.dedup import RedisDedupStore
 from pipeline.adapters.redis.index import RedisCellIndex
 from pipeline.adapters.redis.presence import RedisPresenceStore
+from pipeline.adapters.redis.replica import ReplicatedCellIndex
 from pipeline.domain.geo.areas import cover_alert
 from pipeline.domain.geo.cover import CoverLimits
 from pipeline.domain.geo.geocodes import resolve_geocodes_with_reasons
@@ -38,11 +39,14 @@ def make_redis(settings: Settings) -> RedisClient:
 
 def make_redis_stores(
     settings: Settings, client: RedisClient
-) -> tuple[RedisCellIndex, RedisDedupStore, RedisPresenceStore]:
-    """The cell index, the dedup store and the presence store on ``client``."""
+) -> tuple[ReplicatedCellIndex, RedisDedupStore, RedisPresenceStore]:
+    """The cell index, the dedup store and the presence store on ``client``. The index
+    answers lookups from an in-process replica of the Redis index (one round trip per
+    batch); its writes and point reads go to Redis."""
     prefix = settings.redis.key_prefix
+    source = RedisCellIndex(client, prefix=prefix, resolution=settings.match.resolution)
     return (
-        RedisCellIndex(client, prefix=prefix, resolution=settings.match.resolution),
+        ReplicatedCellIndex(source, recheck_s=settings.match.index_recheck_s),
         RedisDedupStore(client, prefix=prefix),
         RedisPresenceStore(client, prefix=prefix, window_ms=freshness_ms(settings)),
     )

@@ -17,8 +17,10 @@ Baselines, same run, on the same N messages:
 * a plain aiokafka consumer (Faust's client) reading them with ``getmany``.
 
 Also printed: the mean batch size, the worker's CPU time per location (all its threads;
-steadier than the rate on a shared machine) and the share of the time spent in the
-handler (``alertfeed_batch_duration_seconds_sum``).
+steadier than the rate on a shared machine), the share of the time spent in the
+handler (``alertfeed_batch_duration_seconds_sum``) and the Redis commands per location
+(``INFO commandstats`` before the worker starts and after it drained the backlog; the
+index lookups against the plain Redis index are compared in ``bench_index``).
 
     python -m tests.bench.bench_live BOOTSTRAP REDIS_URL [N] [RUNS]
 """
@@ -40,6 +42,7 @@ from pathlib import Path
 import faust
 import mode.loop
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer
 
@@ -172,6 +175,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def redis_commands(url: str) -> int:
+    """Commands the Redis server at ``url`` has run, INFO aside."""
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
 def worker_rate(
     settings: Settings, n: int, log_path: Path, *, idle: bool = False
 ) -> dict[str, float]:
@@ -179,6 +189,7 @@ def worker_rate(
     consumer group; its locations/s and where its time went."""
     group = f"{settings.app_id}-{'idle' if idle else 'worker'}"
     settings = settings.model_copy(update={"app_id": group})
+    commands_before = redis_commands(settings.redis.url)
     worker = (IdleWorkerProcess if idle else WorkerProcess)(settings, log_path).start()
     assert worker.proc is not None
     pid = worker.proc.pid
@@ -195,6 +206,7 @@ def worker_rate(
             finished = value("alertfeed_batch_duration_seconds_count", topic="locations")
             if consumed >= n and begun == finished:
                 cpu = cpu_seconds(pid)
+                commands = redis_commands(settings.redis.url) - commands_before
                 break
             time.sleep(0.1)
         else:
@@ -208,6 +220,7 @@ def worker_rate(
             "batch": value("alertfeed_batch_events_sum", topic="locations") / begun,
             "handler_share": in_handler / elapsed if elapsed else float("nan"),
             "cards": value("alertfeed_events_out_total", topic="interstitials"),
+            "redis_per_location": commands / n,
         }
     finally:
         worker.stop()
@@ -277,7 +290,8 @@ def run(
                 f"live worker (Faust), {locations:,} pre-published locations "
                 f"(mean batch {live['batch']:.0f}, {live['cpu_us']:.0f} µs of worker CPU per "
                 f"location, {live['handler_share']:.0%} of the time in the handler, "
-                f"{live['cards']:,.0f} cards)"
+                f"{live['cards']:,.0f} cards, {live['redis_per_location']:.2f} Redis commands "
+                f"per location)"
             )
             ceiling = (
                 f"the same Faust app with a handler that does nothing (mean batch "

@@ -16,7 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench import bench_cover, bench_fanout, bench_live, bench_replay  # noqa: E402
+from tests.bench import (  # noqa: E402
+    bench_cover,
+    bench_fanout,
+    bench_index,
+    bench_live,
+    bench_replay,
+)
 from tests.bench.common import print_report  # noqa: E402
 from tests.support.services import external_services, load_localstack  # noqa: E402
 
@@ -39,6 +45,8 @@ def main(argv: list[str]) -> int:
         bootstrap, redis_url = services.bootstrap_servers, services.redis_url
     try:
         bench_fanout.run(print_report, bootstrap, redis_url, users=100_000 if quick else 1_000_000)
+        print("== index lookups: the Redis index against the worker's replica (issue 12)")
+        bench_index.run(print_report, redis_url, locations=20_000 if quick else 100_000)
         print("== live worker throughput, through Faust")
         bench_live.run(print_report, bootstrap, redis_url, locations=50_000 if quick else 200_000)
     finally:

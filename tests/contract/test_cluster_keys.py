@@ -1,10 +1,11 @@
 """The design rule "every Redis key works unchanged on Redis Cluster", stated directly.
 
 The contract modules run every Redis adapter on a real three-master cluster; this test
-runs one alert's whole path there (install, match, presence, fan-out, dedup, reach,
-cancel) and checks the keys it left: each follows a layout documented in its adapter's
-module docstring, every documented layout is used, an alert's own keys share one slot,
-and the keys are spread over the masters, so the adapters really crossed nodes.
+runs one alert's whole path there (install, match through Redis and through a worker's
+replica of the index, presence, fan-out, dedup, reach, cancel) and checks the keys it
+left: each follows a layout documented in its adapter's module docstring, every
+documented layout is used, an alert's own keys share one slot, and the keys are spread
+over the masters, so the adapters really crossed nodes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.adapters.redis.dedup import RedisDedupStore
 from pipeline.adapters.redis.index import RedisCellIndex
 from pipeline.adapters.redis.presence import RedisPresenceStore
 from pipeline.adapters.redis.reach import RedisReachStore
+from pipeline.adapters.redis.replica import ReplicatedCellIndex
 from pipeline.domain.models import Sighting
 from pipeline.domain.reach import AlertFacts
 from tests.support.factories import make_active_alert, now_ms
@@ -80,6 +82,10 @@ def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(  # no
         await presence.record([Sighting("u1", dallas, now - 1), Sighting("u2", dallas, now)])
         await presence.record([Sighting("u1", austin, now)])  # u1 moves to the alert's area
         [hits] = await index.alerts_at([austin])
+        assert [(a.key, a.version) for a in hits] == [(ALERT, 2)]
+        # The replica reads the rebuild marker, the change count (p:version, written by
+        # each put_alert), the registry, the records and the covers.
+        [hits] = await ReplicatedCellIndex(index).alerts_at([austin])
         assert [(a.key, a.version) for a in hits] == [(ALERT, 2)]
 
         users = [u async for chunk in presence.present_in(cover, now - WINDOW) for u in chunk]

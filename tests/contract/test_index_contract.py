@@ -1,6 +1,8 @@
-"""One contract, two implementations: the Redis cell index and its in-process twin. Every
-test runs against the twin, the real server and a real Redis Cluster (where every key must
-work unchanged)."""
+"""One contract, three implementations: the Redis cell index, its in-process twin, and the
+worker's replica (lookups in process, loaded from Redis). Every test runs against the twin,
+the real server and a real Redis Cluster (where every key must work unchanged), and the
+replica on each of those two. The replica's own promises (what other instances see, and
+when) follow the contract."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from pipeline.adapters.memory.index import MemoryCellIndex
 from pipeline.adapters.redis.index import RedisCellIndex
+from pipeline.adapters.redis.replica import ReplicatedCellIndex
 from pipeline.errors import IndexNotBuilt
 from tests.support.factories import make_active_alert, now_ms
 
@@ -25,7 +28,9 @@ Body = Callable[[Any], Awaitable[None]]
 Runner = Callable[..., None]
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(
+    params=["memory", "redis", "redis-cluster", "replica-redis", "replica-redis-cluster"]
+)
 def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Runner:
     """Runs ``body(index)`` on a fresh event loop against one implementation."""
 
@@ -37,10 +42,13 @@ def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Runner
                     await index.mark_built()
                 await body(index)
                 return
-            client = connect(request.param)
+            replica = request.param.startswith("replica-")
+            client = connect(request.param.removeprefix("replica-"))
             prefix = f"ct{uuid.uuid4().hex[:8]}"
             try:
                 index = RedisCellIndex(client, prefix=prefix, resolution=RES)
+                if replica:
+                    index = ReplicatedCellIndex(index)
                 if built:
                     await index.mark_built()
                 await body(index)

@@ -1,13 +1,15 @@
 """In-process twin of the Redis cell index (:mod:`pipeline.adapters.redis.index`).
 
 Same contract (tests/contract/test_index_contract.py runs one suite against both), for the
-offline replay and for pure unit tests. Single process only.
+offline replay and for pure unit tests. Single process only. It is also the in-process
+replica every worker matches against (:mod:`pipeline.adapters.redis.replica`), which loads
+it with :meth:`MemoryCellIndex.apply`.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 
@@ -36,8 +38,25 @@ class MemoryCellIndex:
     async def put_alert(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
         if any(h3i.get_resolution(c) > self._resolution for c in cells):
             raise ValueError(f"cover has cells finer than the index resolution {self._resolution}")
+        self._install(alert, cells)
+
+    def apply(
+        self, installed: Iterable[tuple[ActiveAlert, frozenset[int]]], removed: Iterable[str]
+    ) -> None:
+        """Install each ``(alert, cover)`` of ``installed`` (replacing an earlier version)
+        and drop each key of ``removed``, in one synchronous step: no ``alerts_at`` sees
+        part of it. The covers are taken as valid (checked where they were written)."""
+        for key in removed:
+            self._drop(key)
+        for alert, cells in installed:
+            self._install(alert, cells)
+
+    def versions(self) -> dict[str, int]:
+        """Alert key → the version installed."""
+        return {key: alert.version for key, alert in self._alerts.items()}
+
+    def _install(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
         self._drop(alert.key)
-        self._probe = None
         self._alerts[alert.key] = alert
         self._covers[alert.key] = cells
         for cell in cells:

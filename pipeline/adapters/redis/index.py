@@ -8,7 +8,11 @@ Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifi
     p:alerts             SET of installed alert keys
     p:tomb:{K}           version of the Cancel of K; expires when K could no longer matter
     p:owed:{K}           "V|<lifecycle event JSON>": the event of version V not yet announced
-    p:built              present once the index holds the whole alerts topic (rebuild marker)
+    p:built              present once the index holds the whole alerts topic (rebuild marker);
+                         its value is a token new with every rebuild
+    p:version            counter INCR'd by every put_alert and remove_alert once its change
+                         is visible (record flipped or removed): replicas of the index
+                         (:mod:`pipeline.adapters.redis.replica`) reload when it moves
 
 Every command names one key, so nothing is cross-slot; multi-key work is pipelined, which a
 cluster client splits by node. The ``{K}`` hash tags keep an alert's own keys in one slot
@@ -19,12 +23,20 @@ Versioned writes: the members of a new version are added before the alert's reco
 to that version, and the old version's members are removed after. A reader accepts a
 member only when its version equals the record's, so it sees the old cover or the new one,
 never a mixture; with no record (cancelled or expired) it sees nothing.
+
+Replicas: :meth:`RedisCellIndex.index_version` reads the rebuild token and the version
+counter in one round trip, and :meth:`RedisCellIndex.changes_since` what differs from a
+replica's alerts. The counter is bumped in a round trip of its own after the change's
+(on a cluster the change's commands run on several nodes at once), so whoever reads the
+new count then reads the changed records.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import h3.api.basic_int as h3i
@@ -51,6 +63,27 @@ def _bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
+@dataclass(frozen=True, slots=True)
+class IndexVersion:
+    """Which state of the index a reader saw: the token of the rebuild (new with every
+    :meth:`RedisCellIndex.mark_built`) and the count of changes since the store began."""
+
+    rebuild: bytes
+    changes: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChanges:
+    """What :meth:`RedisCellIndex.changes_since` found: alerts installed at a version the
+    caller does not hold (with their covers), and keys the caller holds that are no longer
+    installed. ``complete`` is False when some alert moved on while it was read (its new
+    record was read, its cover was already gone or not yet there): read again."""
+
+    installed: list[tuple[ActiveAlert, frozenset[int]]]
+    removed: list[str]
+    complete: bool
+
+
 class RedisCellIndex:
     """:class:`pipeline.domain.ports.CellIndex` on Redis."""
 
@@ -58,6 +91,11 @@ class RedisCellIndex:
         self._r = client
         self._p = prefix
         self._resolution = resolution
+
+    @property
+    def resolution(self) -> int:
+        """The H3 resolution of the locations looked up (covers are no finer)."""
+        return self._resolution
 
     # -- keys ------------------------------------------------------------------------------
     def _alert_key(self, key: str) -> str:
@@ -76,6 +114,10 @@ class RedisCellIndex:
     @property
     def _built(self) -> str:
         return f"{self._p}:built"
+
+    @property
+    def _version(self) -> str:
+        return f"{self._p}:version"
 
     def _tomb_key(self, key: str) -> str:
         return f"{self._p}:tomb:{{{key}}}"
@@ -101,6 +143,7 @@ class RedisCellIndex:
                 await pipe.execute()
 
         await guard("put_alert", flip)
+        await self._bump()
         if old is not None and old.version != alert.version:
             await self._drop_version(old.key, old.version)
 
@@ -115,6 +158,7 @@ class RedisCellIndex:
                 return int(deleted)
 
         removed = await guard("remove_alert", unflip)
+        await self._bump()
         if old is not None:
             await self._drop_version(key, old.version)
         return removed == 1
@@ -149,8 +193,13 @@ class RedisCellIndex:
         if owed is not None and owed[0] == version:
             await guard("paid", lambda: self._r.delete(self._owed_key(key)))
 
+    async def _bump(self) -> None:
+        """Count a change, once it is visible (see :meth:`index_version`)."""
+        await guard("index version", lambda: self._r.incr(self._version))
+
     async def mark_built(self) -> None:
-        await guard("mark built", lambda: self._r.set(self._built, b"1"))
+        token = uuid.uuid4().hex.encode()
+        await guard("mark built", lambda: self._r.set(self._built, token))
 
     async def is_built(self) -> bool:
         return bool(await guard("built check", lambda: self._r.exists(self._built)))
@@ -234,6 +283,42 @@ class RedisCellIndex:
                         hits[key] = record
             out.append(list(hits.values()))
         return out
+
+    async def index_version(self) -> IndexVersion:
+        """The rebuild token and the change count, in one round trip (one per node on a
+        cluster, in parallel). Every put_alert and remove_alert that returned before this
+        call began is counted, and what it changed is visible to reads after this one.
+        Raises IndexNotBuilt when the store has no rebuild marker."""
+        commands = [("GET", self._built), ("GET", self._version)]
+        built, changes = await guard("index version", lambda: bulk(self._r, commands))
+        if built is None:
+            raise IndexNotBuilt("the index has no rebuild marker (empty, flushed or failed over)")
+        return IndexVersion(_bytes(built), int(changes or 0))
+
+    async def changes_since(self, held: Mapping[str, int]) -> IndexChanges:
+        """How the installed alerts differ from ``held`` (alert key → the version a replica
+        holds): the alerts installed at another version, with their covers, and the held
+        keys no longer installed. A key and version name one message, so a held alert at
+        its installed version has its installed cover. Reads the registry, the records,
+        then the covers of the changed alerts: three round trips."""
+        registry = await guard("active_alerts", lambda: self._r.smembers(self._registry))
+        records = await self._records(sorted(_bytes(k).decode() for k in registry))
+        changed = [r for r in records.values() if r is not None and held.get(r.key) != r.version]
+
+        async def read_covers() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for alert in changed:
+                    pipe.get(self._cover_key(alert.key, alert.version))
+                return list(await pipe.execute())
+
+        blobs = await guard("cover read", read_covers) if changed else []
+        installed = [
+            (alert, frozenset(_unpack(blob)))
+            for alert, blob in zip(changed, blobs, strict=True)
+            if blob is not None
+        ]
+        removed = [key for key in held if records.get(key) is None]
+        return IndexChanges(installed, removed, complete=len(installed) == len(changed))
 
     async def _records(self, keys: Sequence[str]) -> dict[str, ActiveAlert | None]:
         async def read() -> list[Any]:
