@@ -3,7 +3,6 @@ private topic names per test, and real worker processes."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pipeline.settings import (
     TopicSettings,
 )
 from tests.support.redis_cluster import ClusterStartError, LocalRedisCluster
-from tests.support.services import Services, external_services, load_localstack
+from tests.support.services import Services, external_services, free_port, load_localstack
 from tests.support.worker import WorkerProcess
 
 TEST_SENDER = "amber@dps.texas.example"
@@ -60,12 +59,6 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cluster.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def make_settings(services: Services, tmp_path: Path) -> Callable[..., Settings]:
     """Settings with topics, consumer group and Redis keys private to this test."""
@@ -86,7 +79,7 @@ def make_settings(services: Services, tmp_path: Path) -> Callable[..., Settings]
             ),
             "match": MatchSettings(resolution=10, batch_size=500, batch_within_s=0.05),
             "policy": PolicySettings(allowed_senders=[TEST_SENDER], test_users=list(TEST_USERS)),
-            "metrics": MetricsSettings(host="127.0.0.1", port=_free_port()),
+            "metrics": MetricsSettings(host="127.0.0.1", port=free_port()),
             "data_dir": str(tmp_path / f"worker-{uid}"),
             "log_level": "INFO",
         }

@@ -184,26 +184,24 @@ class WorkerRuntime:
         """Prepare and install one alerts-topic message. Raises BadInput for a message
         that cannot be used, InternalFailure for one whose handling raised anything else;
         infrastructure failures are retried here until they pass."""
-        started = time.perf_counter()
-        self.metrics.alerts_preparing.inc()
         try:
-            prepared = await self._retrying(
-                "alert preparation", lambda: self._prepare(raw.value or b"")
-            )
+            for item in await self._prepared(raw):
+                await self._install(item)
         except BadInput:
             raise
         except Exception as exc:
             raise InternalFailure.of(exc) from exc
+
+    async def _prepared(self, raw: RawEvent) -> list[PreparedAlert]:
+        started = time.perf_counter()
+        self.metrics.alerts_preparing.inc()
+        try:
+            return await self._retrying(
+                "alert preparation", lambda: self._prepare(raw.value or b"")
+            )
         finally:
             self.metrics.alerts_preparing.dec()
             self.metrics.expansion_duration.observe(time.perf_counter() - started)
-        for item in prepared:
-            try:
-                await self._install(item)
-            except BadInput:
-                raise
-            except Exception as exc:
-                raise InternalFailure.of(exc) from exc
 
     async def _prepare_in_thread(self, data: bytes) -> list[PreparedAlert]:
         loop = asyncio.get_running_loop()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from pipeline.settings import (
 from tests.bench.common import Report, print_report
 from tests.support.factories import make_alert_json, now_ms
 from tests.support.live_replay import scrape
+from tests.support.services import free_port
 from tests.support.worker import WorkerProcess
 
 SENDER = "amber@bench.alertfeed.example"
@@ -70,12 +70,6 @@ SENDER = "amber@bench.alertfeed.example"
 AUSTIN = [(30.20, -97.82), (30.21, -97.70), (30.30, -97.66), (30.26, -97.74), (30.34, -97.80)]
 USERS = 50_000
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_for(bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
@@ -93,7 +87,7 @@ def settings_for(bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
             partitions=6,
         ),
         policy=PolicySettings(allowed_senders=[SENDER]),
-        metrics=MetricsSettings(host="127.0.0.1", port=_free_port()),
+        metrics=MetricsSettings(host="127.0.0.1", port=free_port()),
         data_dir=str(data_dir / f"worker-{uid}"),
         log_level="WARNING",
     )

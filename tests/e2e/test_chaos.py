@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -84,7 +83,7 @@ from tests.support.factories import make_alert_json
 from tests.support.fleet import Fleet, GroupProgress
 from tests.support.kafka import read_to_end, values
 from tests.support.schemas import assert_valid
-from tests.support.services import load_localstack
+from tests.support.services import free_port, load_localstack
 
 pytestmark = pytest.mark.integration
 
@@ -206,12 +205,6 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         stack.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def chaos_settings(stack: Any, tmp_path: Path, seed: int) -> Settings:
     uid = f"{seed:08x}"
     return Settings(
@@ -244,7 +237,7 @@ def make_run(stack: Any, tmp_path: Path, seed: int, workers: int) -> ChaosRun:
     def settings_for(slot: int, incarnation: int) -> Settings:
         return base.model_copy(
             update={
-                "metrics": MetricsSettings(host="127.0.0.1", port=_free_port()),
+                "metrics": MetricsSettings(host="127.0.0.1", port=free_port()),
                 "data_dir": f"{base.data_dir}-{slot}-{incarnation}",
             }
         )
