@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline.adapters.faust.join import locations_group
 from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.settings import Settings, child_environment
 from tests.conftest import TEST_SENDER
@@ -299,7 +300,7 @@ def test_sigterm_finishes_commits_and_exits_zero_within_30s(
     consumer = Consumer(
         {
             **settings.kafka.confluent_config(),
-            "group.id": settings.app_id,
+            "group.id": locations_group(settings),
             "enable.auto.commit": False,
         }
     )

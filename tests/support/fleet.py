@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from pipeline.adapters.faust.join import locations_group
 from pipeline.settings import Settings
 from tests.support.worker import WorkerProcess
 
@@ -176,35 +177,44 @@ def _is_ready(worker: WorkerProcess) -> bool:
 
 
 class GroupProgress:
-    """The committed offsets of the workers' consumer group against the ends of the logs
-    of ``topics``, read from the broker (it does not join the group)."""
+    """The committed offsets of the workers' consumer groups against the ends of the logs
+    of ``topics``, read from the broker (it does not join the groups): Faust's group (the
+    app id) for the alerts, the location join's own group for the locations."""
 
     def __init__(
         self, settings: Settings, topics: Sequence[str], logger: logging.Logger | None = None
     ) -> None:
-        self._consumer = Consumer(
-            {
-                **settings.kafka.confluent_config(),
-                "group.id": settings.app_id,  # Faust's consumer group is the app id
-                "enable.auto.commit": False,
-                "logger": logger or logging.getLogger(__name__),
-            }
-        )
-        self._partitions = [
-            TopicPartition(topic, p) for topic in topics for p in range(settings.topics.partitions)
-        ]
+        def consumer(group: str) -> Consumer:
+            return Consumer(
+                {
+                    **settings.kafka.confluent_config(),
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "logger": logger or logging.getLogger(__name__),
+                }
+            )
+
+        joined = locations_group(settings)
+        self._consumers = {settings.app_id: consumer(settings.app_id), joined: consumer(joined)}
+        self._partitions: dict[str, list[TopicPartition]] = {}
+        for topic in topics:
+            group = joined if topic == settings.topics.locations else settings.app_id
+            self._partitions.setdefault(group, []).extend(
+                TopicPartition(topic, p) for p in range(settings.topics.partitions)
+            )
 
     def lag(self) -> int | None:
-        """Records published but not yet committed by the group; None while the broker
+        """Records published but not yet committed by the groups; None while the broker
         cannot say (it is restarting, say)."""
         try:
-            committed = self._consumer.committed(self._partitions, timeout=5)
             behind = 0
-            for tp in committed:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=5, cached=False
-                )
-                behind += max(0, high - (tp.offset if tp.offset >= 0 else low))
+            for group, partitions in self._partitions.items():
+                consumer = self._consumers[group]
+                for tp in consumer.committed(partitions, timeout=5):
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition), timeout=5, cached=False
+                    )
+                    behind += max(0, high - (tp.offset if tp.offset >= 0 else low))
             return behind
         except KafkaException:
             return None
@@ -213,4 +223,5 @@ class GroupProgress:
         return self.lag() == 0
 
     def close(self) -> None:
-        self._consumer.close()
+        for consumer in self._consumers.values():
+            consumer.close()

@@ -1,35 +1,30 @@
-"""The Faust app: two agents, a few lines each, and the worker's HTTP endpoints.
+"""The Faust app: the alerts agent, the timers, the worker's HTTP endpoints, and the
+location join (pipeline.adapters.faust.join), a service of the app that feeds the runtime
+whole batches of the locations topic straight from librdkafka.
 
 Topics are raw bytes both ways: the runtime parses them itself so that a malformed event
-can be dead-lettered with its exact original bytes.
+can be dead-lettered with its exact original bytes. :class:`RawSchema` and
+:class:`LeanMonitor` trim Faust's per-message work that buys the alerts agent nothing.
 
-What Faust does per consumed message (several tasks and loop turns, an event, an ack),
-not the handler, bounds the worker's throughput: tests/bench/bench_live.py measures the
-worker beside this same app with a handler that does nothing. :class:`RawSchema` and
-:class:`LeanMonitor` trim the per-message work that buys this worker nothing.
+At least once: the alerts agent acks a batch's events only after the runtime returned,
+i.e. after their lifecycle events and cards were acknowledged by Kafka and recorded (see
+:func:`acknowledge`); the location join commits on the same rule.
 
-At least once: an agent acks a batch's events only after the runtime returned, i.e. after
-the batch's cards were acknowledged by Kafka and recorded (see :func:`acknowledge`).
+Crash-only (pipeline.adapters.faust.crash): the agent's body, the timers and the join end
+the process on anything the runtime lets through, before Faust's supervisor could restart
+an agent in place over the batch it skipped.
 
-Crash-only: the runtime contains every failure of one message (dead letter) and retries
-every infrastructure failure. Anything that still escapes an agent or a timer is a bug
-outside any one message, and :func:`crash` ends the process at once, before Faust's
-supervisor could restart the agent in place over the batch it was handling (the restarted
-agent would ack later offsets, and their commit would skip that batch). Nothing more is
-committed; the partitions go to the restarted worker or a peer, which handles the batch
-again.
+Ready (``/ready``) once both consumer groups have given this worker its partitions (Faust's
+for the alerts, the join's for the locations), until either takes them away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
-import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from time import monotonic
-from typing import Any, NoReturn
+from typing import Any
 
 import faust
 from faust.sensors.monitor import Monitor
@@ -37,45 +32,17 @@ from faust.serializers.schemas import DecodeFunction
 from faust.types import TP, AppT, EventT, Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from pipeline.adapters.faust.crash import crash, crash_only
+from pipeline.adapters.faust.join import add_location_join, locations_group
+from pipeline.adapters.kafka.batches import BatchConsumer
 from pipeline.adapters.kafka.lag import GroupOffsets
+from pipeline.adapters.metrics import Metrics
 from pipeline.domain.records import RawEvent
-from pipeline.domain.targeting.locations import RawLocations
 from pipeline.errors import InfrastructureError
 from pipeline.service.runtime import WorkerRuntime, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-EXIT_CRASHED = 70  # EX_SOFTWARE: the supervisor (k8s, systemd, a test) restarts the worker
-
-
-def crash(where: str, exc: BaseException) -> NoReturn:
-    """End the worker process now, committing nothing more (see the module docstring).
-
-    The log line names the exception's type and where it was raised, not its text: that
-    may quote a user id or coordinates."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.critical(
-        "worker crashed, exiting without committing where=%s error_type=%s\n%s",
-        where,
-        type(exc).__name__,
-        frames,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_CRASHED)
-
-
-def crash_only(where: str, step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """``step`` for a Faust timer, ending the process on any exception it lets through."""
-
-    async def run() -> None:
-        try:
-            await step()
-        except Exception as exc:
-            crash(where, exc)
-
-    return run
 
 
 class RawSchema(faust.Schema[bytes | None, bytes | None]):
@@ -121,20 +88,6 @@ class LeanMonitor(Monitor):
         pass
 
 
-def location_batch(topic: str, events: Sequence[Any]) -> RawLocations:
-    """A batch of the locations topic as columns: the matcher reads the values as they
-    are, and builds a :class:`RawEvent` only for an event it dead-letters."""
-    msgs = [event.message for event in events]
-    return RawLocations(
-        topic,
-        [m.partition for m in msgs],
-        [m.offset for m in msgs],
-        [int(m.timestamp * 1000) for m in msgs],
-        [m.key for m in msgs],
-        [m.value for m in msgs],
-    )
-
-
 def raw_event(event: Any) -> RawEvent:
     msg = event.message
     return RawEvent(
@@ -160,9 +113,9 @@ async def acknowledge(stream: Any, events: Sequence[Any]) -> None:
 async def consumer_lag(
     consumer: Any, logical: Mapping[str, str], offsets: GroupOffsets, timeout_s: float
 ) -> dict[str, int]:
-    """Messages between the end of each assigned partition and the group's committed
-    offset there (this worker's fetch position where the group has committed none), summed
-    per logical topic.
+    """Messages between the end of each partition Faust assigned this worker and the
+    group's committed offset there (this worker's fetch position where the group has
+    committed none), summed per logical topic.
 
     Public API only: Faust's consumer gives ``assignment()``, ``highwaters()`` (a broker
     ListOffsets request, so a consumer stuck behind backpressure still sees the log grow)
@@ -184,9 +137,43 @@ async def consumer_lag(
     return lag
 
 
+async def join_lag(
+    topic: str, owned: frozenset[int], offsets: GroupOffsets, timeout_s: float
+) -> int:
+    """The same for the location join's partitions: the end of each minus the group's
+    commit there (the whole partition where it has none yet), all through the AdminClient."""
+    parts = [(topic, p) for p in sorted(owned)]
+    if not parts:
+        return 0
+    ends = await offsets.ends(parts, timeout_s)
+    committed = await offsets.committed(parts, timeout_s)
+    return sum(max(0, end - (committed.get(tp) or 0)) for tp, end in ends.items())
+
+
+class Readiness:
+    """Ready while both consumer groups have this worker's assignment: Faust's (a
+    rebalance completed, no revoke since) and the location join's (it was assigned)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.alerts_assigned = False
+        self.locations: frozenset[int] | None = None  # owned partitions, once assigned
+
+    def faust_rebalanced(self, done: bool) -> None:
+        self.alerts_assigned = done
+        self._publish()
+
+    def locations_assigned(self, owned: frozenset[int]) -> None:
+        self.locations = owned
+        self._publish()
+
+    def _publish(self) -> None:
+        self._metrics.set_ready(self.alerts_assigned and self.locations is not None)
+
+
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
-    """Build the app whose agents hand their batches to ``runtime``. Faust only consumes;
-    the runtime's sink produces (librdkafka, see pipeline.adapters.kafka.sink)."""
+    """Build the app whose agent and join service hand their batches to ``runtime``. Faust
+    only consumes; the runtime's sink produces (librdkafka, see pipeline.adapters.kafka.sink)."""
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers],
@@ -208,29 +195,22 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         loghandlers=[],
         Monitor=LeanMonitor,
     )
+    readiness = Readiness(runtime.metrics)
     _add_agents(app, settings, runtime)
-    _add_timers(app, settings, runtime)
-    _add_pages(app, runtime)
+    join = add_location_join(app, settings, runtime, readiness.locations_assigned)
+    _add_timers(app, settings, runtime, join, readiness)
+    _add_pages(app, runtime, readiness)
     return app
 
 
 def _add_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
-    """The two agents: locations to matches, alerts to the index. Their bodies end the
-    process on anything the runtime lets through, before Faust sees it: Faust's own
-    agent-error handler commits the consumer's offsets, then restarts the agent in place."""
+    """The alerts agent: alerts to the index. Its body ends the process on anything the
+    runtime lets through, before Faust sees it: Faust's own agent-error handler commits
+    the consumer's offsets, then restarts the agent in place."""
     t, match = settings.topics, settings.match
 
     def raw_topic(name: str) -> Any:
         return app.topic(name, schema=RawSchema(key_serializer="raw", value_serializer="raw"))
-
-    @app.agent(raw_topic(t.locations), name="alertfeed.match-locations")
-    async def match_locations(stream: Any) -> None:
-        try:
-            async for events in stream.noack_take(match.batch_size, within=match.batch_within_s):
-                await runtime.on_locations(location_batch(t.locations, events))
-                await acknowledge(stream, events)
-        except Exception as exc:
-            crash("agent match-locations", exc)
 
     @app.agent(raw_topic(t.alerts), name="alertfeed.ingest-alerts")
     async def ingest_alerts(stream: Any) -> None:
@@ -243,11 +223,18 @@ def _add_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> N
             crash("agent ingest-alerts", exc)
 
 
-def _add_timers(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+def _add_timers(
+    app: faust.App,
+    settings: Settings,
+    runtime: WorkerRuntime,
+    join: BatchConsumer,
+    readiness: Readiness,
+) -> None:
     """The gauges (index and consumer lag) and the expiry of alerts, each on its interval."""
     interval_s = settings.metrics.gauge_interval_s
-    consumed = {settings.topics.alerts: "alerts", settings.topics.locations: "locations"}
+    consumed = {settings.topics.alerts: "alerts"}
     offsets = GroupOffsets(settings, group_id=app.conf.id)  # Faust's consumer group
+    join_offsets = GroupOffsets(settings, group_id=locations_group(settings))
 
     async def refresh_gauges() -> None:
         try:
@@ -257,6 +244,8 @@ def _add_timers(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> N
             log.warning("gauge refresh failed dependency=redis error=%s", exc)
         try:
             lag = await consumer_lag(app.consumer, consumed, offsets, interval_s)
+            owned = readiness.locations or frozenset()
+            lag["locations"] = await join_lag(join.topic, owned, join_offsets, interval_s)
         except Exception as exc:  # not yet assigned, or the broker is away: keep last values
             log.debug("consumer lag not sampled error=%r", exc)
             return
@@ -269,9 +258,9 @@ def _add_timers(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> N
     )
 
 
-def _add_pages(app: faust.App, runtime: WorkerRuntime) -> None:
+def _add_pages(app: faust.App, runtime: WorkerRuntime, readiness: Readiness) -> None:
     """The HTTP endpoints (/metrics, /alerts/reach, /healthz, /ready) and the readiness
-    they report: ready from the end of a rebalance until partitions are revoked."""
+    they report."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -301,8 +290,8 @@ def _add_pages(app: faust.App, runtime: WorkerRuntime) -> None:
     # faust's signal stubs type receivers as taking a ``signal`` keyword; ours take **kwargs.
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalanced(sender: Any, **kwargs: Any) -> None:
-        runtime.metrics.set_ready(True)
+        readiness.faust_rebalanced(True)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        runtime.metrics.set_ready(False)
+        readiness.faust_rebalanced(False)
