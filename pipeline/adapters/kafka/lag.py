@@ -15,10 +15,7 @@ import asyncio
 from collections.abc import Iterable
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import (
-    AdminClient,
-    OffsetSpec,  # type: ignore[attr-defined]
-)
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
