@@ -173,6 +173,8 @@ class MatchSettings(BaseModel):
     # A location batch: up to batch_size events, or what came within batch_within_s.
     batch_size: int = Field(default=1000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # Location batches handled at once: the next is located while one's cards are acked.
+    batches_in_flight: int = Field(default=2, ge=1)
     # An alerts batch, the same way. Each alert message is still handled on its own; the
     # batch only bounds how many the agent takes (and acknowledges) at a time.
     alert_batch_size: int = Field(default=16, ge=1)
@@ -186,6 +188,8 @@ class MatchSettings(BaseModel):
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     freshness_s: float = Field(default=1800.0, gt=0)
+    # Users whose presence place the worker remembers, to skip rewriting it (0: off).
+    presence_known_users: int = Field(default=1_000_000, ge=0)
     expiry_check_s: float = Field(default=5.0, gt=0)
     # The worker's in-process replica of the alert index follows every counted change at
     # its next batch; it also compares itself with Redis this often, for a change whose

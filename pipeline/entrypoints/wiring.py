@@ -48,7 +48,12 @@ def make_redis_stores(
     return (
         ReplicatedCellIndex(source, recheck_s=settings.match.index_recheck_s),
         RedisDedupStore(client, prefix=prefix),
-        RedisPresenceStore(client, prefix=prefix, window_ms=freshness_ms(settings)),
+        RedisPresenceStore(
+            client,
+            prefix=prefix,
+            window_ms=freshness_ms(settings),
+            known_users=settings.match.presence_known_users,
+        ),
     )
 
 

@@ -84,6 +84,9 @@ class WorkerRuntime:
         # and a fan-out chunk must not interleave in it, or both could card the same user.
         # Across workers the same race leaves a duplicate with the same event_id.
         self._carding = asyncio.Lock()
+        # Locating a batch (parse, cells, index lookup, presence write) is the step before;
+        # its own lock keeps batches in order through it (see _match).
+        self._locating = asyncio.Lock()
         self.matcher = matcher
         self.ingest = ingest
         self.metrics = metrics
@@ -105,7 +108,7 @@ class WorkerRuntime:
         m.batch_size.labels("locations").observe(len(batch))
         with m.batch_duration.labels("locations").time():
             try:
-                await self._retrying("match", lambda: self._match(batch))
+                await self._match(batch)  # outages are retried inside, step by step
             except Exception as exc:
                 log.error(
                     "location batch failed, retrying it event by event error_type=%s size=%d",
@@ -120,7 +123,7 @@ class WorkerRuntime:
         again byte-identical (they were not yet recorded), which consumers dedupe."""
         for raw in batch:
             try:
-                await self._retrying("match", lambda r=raw: self._match([r]))  # type: ignore[misc]
+                await self._match([raw])
             except Exception as exc:
                 # Location messages carry user ids and coordinates: the exception's text
                 # (which may quote them) goes onto the dead letter only, not into the log.
@@ -135,13 +138,23 @@ class WorkerRuntime:
                 await self._reject(raw, InternalFailure.of(exc), "locations")
 
     async def _match(self, batch: Sequence[RawEvent]) -> None:
+        """Locate the batch, then card it. Each step holds its own lock, and each is retried
+        through an outage while holding it, so batches pass both steps in the order they
+        arrived: the next batch is located (parsed, placed, its presence recorded) while
+        this one's cards wait for the broker, yet no user's older sighting overwrites a
+        newer one, and the dedup check of a batch always follows the previous one's
+        confirm."""
+        started = time.perf_counter()
+        async with self._locating:
+            located = await self._retrying("locate", lambda: self.matcher.locate(batch))
         async with self._carding:
-            started = time.perf_counter()
-            result = await self.matcher.match(batch)
+            result = await self._retrying("card", lambda: self.matcher.card(located))
             self.metrics.redis_latency.observe(time.perf_counter() - started)
             if result.stale:
                 self.metrics.locations_ignored.labels("stale").inc(result.stale)
-            await self._publish(result, triggered_by_location=True)
+            await self._retrying(
+                "publish", lambda: self._publish(result, triggered_by_location=True)
+            )
 
     async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
         """Publish a result's cards and dead letters, wait for the broker's acks, then

@@ -101,3 +101,43 @@ def test_many_users_come_back_in_bounded_chunks(run: Callable[[Body], None]) -> 
         assert len(seen) == len(set(seen)) == len(neighbours)
 
     run(body)
+
+
+def test_a_user_who_stays_into_the_next_slot_then_moves_is_found_only_where_it_went(
+    run: Callable[[Body], None],
+) -> None:
+    """A user in Austin across a slot boundary who then drives to Dallas: a fan-out over
+    Austin, fresh since a window before, finds no trace of the older slot's sighting."""
+
+    async def body(store: Any) -> None:
+        boundary = (4_000_000_000_000 // WINDOW + 1) * WINDOW
+        austin_near = h3i.grid_disk(cell(AUSTIN), 1)[1]
+        await store.record([Sighting("a", cell(AUSTIN), boundary - 60_000)])
+        await store.record([Sighting("a", austin_near, boundary + 60_000)])
+        await store.record([Sighting("a", cell(DALLAS), boundary + 120_000)])
+        since = boundary + 120_000 - WINDOW
+        austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
+        dallas = frozenset({h3i.cell_to_parent(cell(DALLAS), 4)})
+        assert await present(store, austin, since) == []
+        assert await present(store, dallas, since) == ["a"]
+
+    run(body)
+
+
+def test_a_user_going_back_and_forth_is_found_where_it_was_sighted_last(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000
+        austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
+        dallas = frozenset({h3i.cell_to_parent(cell(DALLAS), 4)})
+        for step, (here, there) in enumerate([(AUSTIN, dallas), (DALLAS, austin)] * 3):
+            await store.record([Sighting("a", cell(here), now + step * 1000)])
+            await store.record([Sighting("b", cell(AUSTIN), now + step * 1000)])
+            where = austin if here == AUSTIN else dallas
+            assert await present(store, where, now - WINDOW) == (
+                ["a", "b"] if here == AUSTIN else ["a"]
+            )
+            assert "a" not in await present(store, there, now - WINDOW)
+
+    run(body)

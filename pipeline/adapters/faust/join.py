@@ -55,6 +55,7 @@ def add_location_join(
         on_assigned=on_assigned,
         batch_size=match.batch_size,
         batch_within_s=match.batch_within_s,
+        in_flight=match.batches_in_flight,
         drain_timeout_s=settings.kafka.session_timeout_s * 3,
     )
     drain_s = settings.kafka.session_timeout_s * 3

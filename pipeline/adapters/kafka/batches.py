@@ -10,9 +10,10 @@ per-message cost on the worker's side is a few attribute reads.
 Threads. One thread (``alertfeed-locations``) makes every call on the consumer: consume,
 commit, close, and the rebalance callbacks librdkafka runs inside them. It puts each batch
 into a small bounded queue on the event loop; the loop's task (:meth:`BatchConsumer.run`)
-takes them one at a time and awaits the handler. A full queue blocks the thread, so a
-handler that waits out a Redis or Kafka outage stops consumption: that is the
-backpressure.
+hands them to the handler, two at a time by default: while one batch's cards wait for the
+broker's acknowledgement, the next is parsed and located (the handler keeps the order). A
+full queue blocks the thread, so a handler that waits out a Redis or Kafka outage stops
+consumption: that is the backpressure.
 
 At least once. A batch's offsets become committable only after the handler returned (its
 cards acknowledged by Kafka and recorded). The thread commits them every
@@ -60,10 +61,10 @@ class BatchConsumer:
 
     ``on_assigned(partitions)`` is called on the event loop with the partition numbers this
     consumer owns after every rebalance (readiness, the lag gauge). ``queued_batches``
-    bounds the batches fetched ahead of the one being handled. ``drain_timeout_s`` bounds
-    how long a revoke or a stop waits for the batches in hand (a handler stuck behind an
-    outage): past it the partitions go without their last batches' commits, which their
-    next owner consumes again."""
+    bounds the batches fetched ahead of the ``in_flight`` ones being handled.
+    ``drain_timeout_s`` bounds how long a revoke or a stop waits for the batches in hand (a
+    handler stuck behind an outage): past it the partitions go without their last batches'
+    commits, which their next owner consumes again."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class BatchConsumer:
         batch_size: int,
         batch_within_s: float,
         queued_batches: int = 2,
+        in_flight: int = 2,
         drain_timeout_s: float = 30.0,
     ) -> None:
         k = settings.kafka
@@ -97,6 +99,7 @@ class BatchConsumer:
         self._batch_size = batch_size
         self._within_s = batch_within_s
         self._queued = queued_batches
+        self._in_flight = in_flight
         self._drain_timeout_s = drain_timeout_s
         self._commit_interval_s = k.commit_interval_s
         # Handled but not yet committed: (partition) -> next offset. Written on the loop,
@@ -112,8 +115,10 @@ class BatchConsumer:
 
     # -- the event loop's side -------------------------------------------------------------
     async def run(self) -> None:
-        """Consume and handle batches until :meth:`stop`; raises what the handler or the
-        consumer thread raised."""
+        """Consume and handle batches until :meth:`stop`; raises what a handler or the
+        consumer thread raised. Up to ``in_flight`` batches are handled at once (the
+        handler keeps them in order, see WorkerRuntime._match); a batch's offsets become
+        committable once it and every batch before it are done."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(maxsize=self._queued)
         self._thread = threading.Thread(
@@ -121,17 +126,39 @@ class BatchConsumer:
         )
         self._thread.start()
         queue = self._queue
+        handling: set[asyncio.Future[None]] = set()
+        previous: asyncio.Future[None] | None = None
+        taking: asyncio.Future[Any] | None = None
         while True:
-            item = await queue.get()
-            try:
-                if item is _STOP:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                await self._handle(item)
-                self._mark_done(item)
-            finally:
+            if taking is None and len(handling) < self._in_flight:
+                taking = asyncio.ensure_future(queue.get())
+            waiting = {*handling, taking} if taking is not None else handling
+            finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for future in finished - {taking}:
+                handling.discard(future)
+                future.result()  # a handler's exception ends the loop
+            if taking is None or taking not in finished:
+                continue
+            item, taking = taking.result(), None
+            if item is _STOP:
+                await asyncio.gather(*handling)
                 queue.task_done()
+                return
+            if isinstance(item, BaseException):
+                queue.task_done()
+                raise item
+            previous = asyncio.ensure_future(self._handled(item, previous))
+            handling.add(previous)
+
+    async def _handled(self, batch: RawLocations, previous: asyncio.Future[None] | None) -> None:
+        assert self._queue is not None
+        try:
+            await self._handle(batch)
+            if previous is not None:
+                await previous  # committable in order: only after the batch before it
+            self._mark_done(batch)
+        finally:
+            self._queue.task_done()
 
     def stop(self) -> None:
         """Ask the consumer thread to finish: it leaves the group (revoking, hence draining

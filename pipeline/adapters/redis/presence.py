@@ -5,14 +5,49 @@ Cluster):
 
     p:pres:b:<bucket>:<slot>   HASH user -> packed (cell, ts) of users last sighted in this
                                resolution-5 bucket during time slot ``ts // W``;
-                               PEXPIREAT the end of the next slot
+                               PEXPIREAT (slot + 2) * W, the end of the next slot
     p:pres:u:{user}            packed (bucket, slot): which hash holds the user now;
-                               PXAT ts + W
+                               PXAT (slot + 2) * W, the instant that hash expires
 
-A sighting is written with ``SET ... GET`` on the user's pointer: when it names another
-hash, the user is deleted from that one, so each user sits in exactly one hash. Memory
-stays bounded without any sweeper: a slot's hashes expire a window after the slot ends,
-and the pointer a window after the user's last sighting.
+Each user sits in exactly one hash. A sighting at another place (bucket or slot) than the
+user's last one rewrites the pointer (``SET``) and deletes the user from the hash it named
+(``HDEL``, one per old hash and batch, naming all the users who left it), even when only
+the slot changed: an older slot's entry left behind would make a fan-out over that bucket
+find the user once it has left the bucket. Memory stays bounded without any sweeper: a
+slot's hashes expire a window after the slot ends, and a pointer at the same instant as
+the hash it names, so it lives exactly as long as the entry it points to (which is what
+lets a sighting at the same place skip the pointer).
+
+Writes are cheap: users are partition-affine (all of a user's locations come to one
+worker), so the store keeps a bounded LRU (``known_users``, default 1,000,000 users, about
+80 MB plus the ids; 0 turns it off) of the place it last wrote each user at, and skips what
+Redis already holds:
+
+* a user sighted again at the same place (the usual case) costs only its field in that
+  hash's ``HSET`` (one per hash and batch): the pointer already names the hash and expires
+  with it, so it is not written;
+* a user the LRU knows elsewhere: ``SET pointer ... GET`` and the ``HDEL`` from the old hash,
+  in the same round trip;
+* a user the LRU does not know (first sighting at this worker, after a restart or a
+  rebalance): ``SET pointer ... GET`` and, when the reply names another hash, its ``HDEL``
+  in a second round trip;
+* a hash's ``PEXPIREAT`` only goes with an ``HSET`` that may create the hash, that is when
+  none of its fields is known to be there already. A hash that exists has its expiry (it
+  was set with the ``HSET`` that created it); one whose last user left was deleted by that
+  ``HDEL``, and is recreated only by a newcomer, whose ``HSET`` carries the expiry again
+  (remembering which expiries the store already set would not do: any worker's ``HDEL``
+  may have deleted the hash since).
+
+The LRU is only a hint, checked against the replies Redis sends anyway, so a stale entry
+(the user's partition went to another worker and came back) is caught: a pointer's ``GET``
+naming another hash than the LRU thought gets that hash's ``HDEL`` too, and an ``HSET``
+that added more fields than it had newcomers (a user the LRU placed there was gone, or the
+hash was recreated) has that hash's known users rewritten as unknown ones and its expiry
+set, in a second round trip. The LRU is updated only once the writes succeeded. Forgetting
+is always safe (a forgotten user costs one pointer write), so a failed write also forgets
+the users it thought stayed where they were, as it may have run in part (recreated a hash
+without its expiry, say): the retry checks them again. The stored values are the same as
+without the LRU, so reads give the same answers.
 
 A fan-out reads whole hashes (``HGETALL``: one command per bucket and slot, not one per
 user), which is what makes a state-wide alert over a million users affordable. It reads a
@@ -23,7 +58,9 @@ back twice, which the dedup store absorbs.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -42,15 +79,47 @@ from pipeline.domain.targeting.presence import (
 _PAIR = struct.Struct("<Qq")
 _CHUNK = 10_000
 _PAGE = 300  # buckets read per pipeline
+KNOWN_USERS = 1_000_000  # the default of match.presence_known_users
+
+Place = tuple[int, int]  # (bucket, slot): names one hash
+
+
+@dataclass(slots=True)
+class _Writes:
+    """One batch's writes: the place of each latest sighting; per hash, the fields it gets
+    and the users the LRU places there already; the users whose pointer is written, with
+    the place the LRU had for them."""
+
+    places: list[Place] = field(default_factory=list)
+    fields: dict[Place, dict[str, bytes]] = field(default_factory=dict)
+    staying: dict[Place, list[str]] = field(default_factory=dict)
+    moving: list[tuple[str, Place, Place | None]] = field(default_factory=list)
 
 
 class RedisPresenceStore:
-    """:class:`pipeline.domain.ports.PresenceStore` on Redis."""
+    """:class:`pipeline.domain.ports.PresenceStore` on Redis. ``known_users`` bounds the LRU
+    of where this store last wrote each user (0: no LRU, every sighting writes its
+    pointer)."""
 
-    def __init__(self, client: RedisClient, *, prefix: str, window_ms: int) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str,
+        window_ms: int,
+        known_users: int = KNOWN_USERS,
+    ) -> None:
+        if known_users < 0:
+            raise ValueError(f"known_users must be >= 0, not {known_users}")
         self._r = client
         self._p = prefix
         self._window_ms = window_ms
+        self._known_users = known_users
+        # user -> the place this store last wrote it at, least recently written first.
+        self._known: OrderedDict[str, Place] = OrderedDict()
+        # One tuple per place of the recent slots, which the LRU's values share.
+        self._places: dict[Place, Place] = {}
+        self._newest_slot = 0
 
     def _user_key(self, user_id: str) -> str:
         return f"{self._p}:pres:u:{{{user_id}}}"
@@ -58,31 +127,142 @@ class RedisPresenceStore:
     def _hash_key(self, bucket: int, slot: int) -> str:
         return f"{self._p}:pres:b:{bucket:x}:{slot}"
 
+    def _expiry(self, place: Place) -> int:
+        """When the hash of ``place``, and every pointer naming it, expires: the end of
+        the slot after ``place``'s."""
+        return (place[1] + 2) * self._window_ms
+
+    def _pointer(self, user_id: str, place: Place) -> tuple[Any, ...]:
+        return (
+            "SET",
+            self._user_key(user_id),
+            _PAIR.pack(*place),
+            "PXAT",
+            self._expiry(place),
+            "GET",
+        )
+
+    def _deletes(self, leaving: dict[Place, list[str]]) -> Iterator[tuple[Any, ...]]:
+        """One HDEL per hash, of all the users leaving it."""
+        for place, users in leaving.items():
+            yield ("HDEL", self._hash_key(*place), *users)
+
     async def record(self, sightings: Sequence[Sighting]) -> None:
         latest = latest_per_user(sightings)
         if not latest:
             return
-        window = self._window_ms
-        places = [(h3i.cell_to_parent(s.cell, BUCKET_RESOLUTION), s.ts // window) for s in latest]
-        by_hash: dict[tuple[int, int], dict[str, bytes]] = {}
-        for s, place in zip(latest, places, strict=True):
-            by_hash.setdefault(place, {})[s.user_id] = _PAIR.pack(s.cell, s.ts)
-
-        commands: list[tuple[Any, ...]] = [
-            ("SET", self._user_key(s.user_id), _PAIR.pack(*place), "PXAT", s.ts + window, "GET")
-            for s, place in zip(latest, places, strict=True)
-        ]
-        for (bucket, slot), fields in by_hash.items():
-            key = self._hash_key(bucket, slot)
+        writes = self._plan(latest)
+        commands: list[tuple[Any, ...]] = []
+        hset_at: list[int] = []
+        for place, fields in writes.fields.items():
+            key = self._hash_key(*place)
+            hset_at.append(len(commands))
             commands.append(("HSET", key, *chain.from_iterable(fields.items())))
-            commands.append(("PEXPIREAT", key, (slot + 2) * window))
+            if place not in writes.staying:  # this HSET may create the hash
+                commands.append(("PEXPIREAT", key, self._expiry(place)))
+        set_at = len(commands)
+        commands.extend(self._pointer(user, place) for user, place, _ in writes.moving)
+        left: dict[Place, list[str]] = {}
+        for user, _, was in writes.moving:
+            if was is not None:
+                left.setdefault(was, []).append(user)
+        commands.extend(self._deletes(left))
+        try:
+            replies = await guard("presence write", lambda: bulk(self._r, commands))
+        except BaseException:
+            # Some commands may have run: a hash recreated without its expiry, say. The
+            # users thought to stay are checked again on the retry, as unknown ones.
+            self._forget(chain.from_iterable(writes.staying.values()))
+            raise
+
+        # What the replies tell: the hashes pointers named that the LRU did not know of,
+        # and the hashes that lacked users the LRU placed there.
+        olds = map(_place_of, replies[set_at : set_at + len(writes.moving)])
+        stray: dict[Place, list[str]] = {}
+        arrived: Counter[Place] = Counter()  # moving users Redis had at the place already
+        for (user, place, was), old in zip(writes.moving, olds, strict=True):
+            if old == place:
+                arrived[place] += 1
+            elif old is not None and old != was:
+                stray.setdefault(old, []).append(user)
+        recheck: list[tuple[str, Place]] = []
+        for (place, fields), at in zip(writes.fields.items(), hset_at, strict=True):
+            staying = writes.staying.get(place, [])
+            newcomers = len(fields) - len(staying) - arrived[place]
+            if staying and replies[at] > newcomers:
+                recheck.extend((user, place) for user in staying)
+        if stray or recheck:
+            try:
+                await self._repair(stray, recheck)
+            except BaseException:
+                self._forget(user for user, _ in recheck)
+                raise
+        self._remember(zip((s.user_id for s in latest), writes.places, strict=True))
+
+    def _plan(self, latest: Sequence[Sighting]) -> _Writes:
+        window = self._window_ms
+        writes = _Writes()
+        known = self._known
+        for s in latest:
+            place = self._place((h3i.cell_to_parent(s.cell, BUCKET_RESOLUTION), s.ts // window))
+            writes.places.append(place)
+            writes.fields.setdefault(place, {})[s.user_id] = _PAIR.pack(s.cell, s.ts)
+            was = known.get(s.user_id)
+            if was == place:
+                writes.staying.setdefault(place, []).append(s.user_id)
+            else:
+                writes.moving.append((s.user_id, place, was))
+        return writes
+
+    def _place(self, place: Place) -> Place:
+        """``place`` as the one tuple the store keeps for it (the LRU's values share it)."""
+        kept = self._places.get(place)
+        if kept is not None:
+            return kept
+        slot = place[1]
+        if slot > self._newest_slot:
+            self._newest_slot = slot
+            self._places = {p: p for p in self._places if p[1] >= slot - 2}
+        self._places[place] = place
+        return place
+
+    def _remember(self, written: Iterable[tuple[str, Place]]) -> None:
+        bound = self._known_users
+        if not bound:
+            return
+        known = self._known
+        for user, place in written:
+            known[user] = place
+            known.move_to_end(user)
+        while len(known) > bound:
+            known.popitem(last=False)
+
+    def _forget(self, users: Iterable[str]) -> None:
+        for user in users:
+            self._known.pop(user, None)
+
+    async def _repair(
+        self, stray: dict[Place, list[str]], recheck: list[tuple[str, Place]]
+    ) -> None:
+        """The second round trip: the deletes from the hashes only the pointers knew of,
+        and the users an HSET found missing written as unknown ones (their pointer's
+        ``GET``, and in a third round trip the delete from the hash it named), with the
+        expiry of their hashes, which may have been recreated."""
+        commands: list[tuple[Any, ...]] = list(self._deletes(stray))
+        commands.extend(
+            ("PEXPIREAT", self._hash_key(*place), self._expiry(place))
+            for place in dict.fromkeys(place for _, place in recheck)
+        )
+        set_at = len(commands)
+        commands.extend(self._pointer(user, place) for user, place in recheck)
         replies = await guard("presence write", lambda: bulk(self._r, commands))
-        moved = [
-            ("HDEL", self._hash_key(*_PAIR.unpack(old)), s.user_id)
-            for s, place, old in zip(latest, places, replies[: len(latest)], strict=True)
-            if old is not None and _PAIR.unpack(old) != place
-        ]
-        if moved:
+        again: dict[Place, list[str]] = {}
+        for (user, place), raw in zip(recheck, replies[set_at:], strict=True):
+            old = _place_of(raw)
+            if old is not None and old != place:
+                again.setdefault(old, []).append(user)
+        if again:
+            moved = list(self._deletes(again))
             await guard("presence write", lambda: bulk(self._r, moved))
 
     async def present_in(
@@ -141,6 +321,14 @@ class RedisPresenceStore:
                         if kept is None or ts > kept[1]:
                             latest[raw_user] = (cell, ts)
             yield [u.decode() for u, (cell, _) in latest.items() if within(plan, cell)]
+
+
+def _place_of(raw: bytes | None) -> Place | None:
+    """A pointer's packed (bucket, slot), as read back by ``SET ... GET``."""
+    if raw is None:
+        return None
+    bucket, slot = _PAIR.unpack(raw)
+    return (bucket, slot)
 
 
 def _fields(reply: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:

@@ -14,6 +14,11 @@ For a batch of raw location events the :class:`Matcher`
 grows, it cards the users already inside, by their last known location, without waiting
 for their next location event.
 
+:meth:`Matcher.match` is the two halves of the join in turn: :meth:`Matcher.locate` (steps
+1 to 3: no decision about any card yet) and :meth:`Matcher.card` (steps 4 to 6). A worker
+may locate one batch while it cards the one before, provided it cards them in the order it
+located them.
+
 The caller publishes the cards and, once the broker acknowledged them, calls
 :meth:`Matcher.confirm`: a crash in between re-sends a byte-identical card on redelivery
 rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
@@ -61,6 +66,16 @@ class MatchResult:
     fan_out_of: str | None = None  # the alert key, for a chunk of a fan-out
 
 
+@dataclass(slots=True)
+class Located:
+    """A batch after :meth:`Matcher.locate`: its counts and dead letters, and each fresh
+    sighting with the alerts covering its cell."""
+
+    result: MatchResult
+    sightings: list[Sighting] = field(default_factory=list)
+    covering: list[list[ActiveAlert]] = field(default_factory=list)
+
+
 class Matcher:
     def __init__(
         self,
@@ -87,7 +102,13 @@ class Matcher:
         self._clock_ms = clock_ms
 
     async def match(self, events: Sequence[RawEvent]) -> MatchResult:
+        """The whole join of one batch: :meth:`locate`, then :meth:`card`."""
+        return await self.card(await self.locate(events))
+
+    async def locate(self, events: Sequence[RawEvent]) -> Located:
+        """Parse, place and record a batch, and find the alerts over each sighting."""
         result = MatchResult()
+        located = Located(result)
         now = self._clock_ms()
         skew = self._skew_ms
         # The whole batch at once, column by column, when every event has the common shape.
@@ -120,13 +141,22 @@ class Matcher:
             lons, times = list(compress(lons, fresh)), list(compress(times, fresh))
         result.locations = len(users)
         if not users:
-            return result
+            return located
         cells = list(map(h3i.latlng_to_cell, lats, lons, repeat(self._resolution)))
-        sightings = sightings_of(users, cells, times)
-        covering = await self._index.alerts_at(cells)
-        await self._presence.record(sightings)
+        located.sightings = sightings_of(users, cells, times)
+        located.covering = await self._index.alerts_at(cells)
+        await self._presence.record(located.sightings)
+        return located
+
+    async def card(self, located: Located) -> MatchResult:
+        """The cards of a located batch: the pairs its user may see, not yet carded. A new
+        result each call, so that a call retried after an outage counts nothing twice."""
+        done, covering = located.result, located.covering
+        result = MatchResult(
+            dead_letters=list(done.dead_letters), locations=done.locations, stale=done.stale
+        )
         # Only the sightings under some alert can make a card (an empty list is false).
-        await self._card(result, compress(zip(sightings, covering, strict=True), covering))
+        await self._card(result, compress(zip(located.sightings, covering, strict=True), covering))
         return result
 
     async def fan_out(
