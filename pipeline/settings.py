@@ -14,7 +14,7 @@ Connection strings parse into typed settings, like arq's ``RedisSettings.from_ds
 Every tunable of the worker is a field here, with its reason in a comment beside it; the
 pacing ones, with their defaults:
 
-* ``match.batch_size`` / ``match.batch_within_s`` (1000 / 0.05 s): a location batch;
+* ``match.batch_size`` / ``match.batch_within_s`` (1000 / 0.02 s): a location batch;
 * ``match.alert_batch_size`` / ``match.alert_batch_within_s`` (16 / 0.05 s): an alerts batch;
 * ``match.fanout_hold_chunks`` (10): fan-out chunks per hold of the carding lock;
 * ``match.fanout_retry_s`` (1 s): pause before an interrupted fan-out starts over;
@@ -172,7 +172,7 @@ class MatchSettings(BaseModel):
     resolution: int = Field(default=10, ge=0, le=15)
     # A location batch: up to batch_size events, or what came within batch_within_s.
     batch_size: int = Field(default=1000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
+    batch_within_s: float = Field(default=0.02, gt=0)
     # Location batches handled at once: the next is located while one's cards are acked.
     batches_in_flight: int = Field(default=2, ge=1)
     # An alerts batch, the same way. Each alert message is still handled on its own; the
