@@ -33,7 +33,7 @@ from faust.types import TP, AppT, EventT, Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline.adapters.faust.crash import crash, crash_only
-from pipeline.adapters.faust.join import add_location_join, locations_group
+from pipeline.adapters.faust.join import add_location_join
 from pipeline.adapters.kafka.batches import BatchConsumer
 from pipeline.adapters.kafka.lag import GroupOffsets
 from pipeline.adapters.metrics import Metrics
@@ -234,7 +234,7 @@ def _add_timers(
     interval_s = settings.metrics.gauge_interval_s
     consumed = {settings.topics.alerts: "alerts"}
     offsets = GroupOffsets(settings, group_id=app.conf.id)  # Faust's consumer group
-    join_offsets = GroupOffsets(settings, group_id=locations_group(settings))
+    join_offsets = GroupOffsets(settings, group_id=join.group_id)
 
     async def refresh_gauges() -> None:
         try:

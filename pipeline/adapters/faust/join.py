@@ -47,6 +47,7 @@ def add_location_join(
     """Register the service that feeds ``runtime`` the locations topic, batch by batch;
     ``on_assigned`` hears of each new set of owned partitions. Returns its consumer."""
     match = settings.match
+    drain_s = settings.kafka.session_timeout_s * 3
     consumer = BatchConsumer(
         settings,
         topic=settings.topics.locations,
@@ -56,9 +57,8 @@ def add_location_join(
         batch_size=match.batch_size,
         batch_within_s=match.batch_within_s,
         in_flight=match.batches_in_flight,
-        drain_timeout_s=settings.kafka.session_timeout_s * 3,
+        drain_timeout_s=drain_s,
     )
-    drain_s = settings.kafka.session_timeout_s * 3
 
     @app.service
     class LocationJoin(Service):

@@ -175,14 +175,12 @@ class BatchConsumer:
         return not thread.is_alive()
 
     def _mark_done(self, batch: RawLocations) -> None:
-        ends: dict[int, int] = {}
-        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
-            if offset >= ends.get(partition, -1):
-                ends[partition] = offset + 1
+        # A partition's messages come in offset order: its last one in the batch is its end.
+        ends = dict(zip(batch.partitions, batch.offsets, strict=True))
         with self._done_lock:
-            for partition, end in ends.items():
-                if end > self._done.get(partition, -1):
-                    self._done[partition] = end
+            for partition, last in ends.items():
+                if last >= self._done.get(partition, 0):
+                    self._done[partition] = last + 1
 
     async def _drain(self) -> None:
         if self._queue is not None:
@@ -218,24 +216,21 @@ class BatchConsumer:
                 committed_at = time.monotonic()
 
     def _batch(self, messages: Sequence[Any]) -> RawLocations | None:
-        partitions: list[int] = []
-        offsets: list[int] = []
-        times: list[int] = []
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                self._consumer_error(error)
-                continue
-            partitions.append(msg.partition())
-            offsets.append(msg.offset())
-            times.append(msg.timestamp()[1])
-            keys.append(msg.key())
-            values.append(msg.value())
-        if not values:
+        good = [msg for msg in messages if msg.error() is None]
+        if len(good) < len(messages):
+            for msg in messages:
+                if msg.error() is not None:
+                    self._consumer_error(msg.error())
+        if not good:
             return None
-        return RawLocations(self.topic, partitions, offsets, times, keys, values)
+        return RawLocations(
+            self.topic,
+            [msg.partition() for msg in good],
+            [msg.offset() for msg in good],
+            [msg.timestamp()[1] for msg in good],
+            [msg.key() for msg in good],
+            [msg.value() for msg in good],
+        )
 
     @staticmethod
     def _consumer_error(error: KafkaError) -> None:
@@ -286,15 +281,10 @@ class BatchConsumer:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         added = {tp.partition for tp in partitions}
-        with self._done_lock:  # anything left from an earlier ownership is stale
-            for partition in added:
-                self._done.pop(partition, None)
-                self._committed.pop(partition, None)
+        self._clear(added)  # anything left from an earlier ownership is stale
         self._owned |= added
-        owned = frozenset(self._owned)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_assigned, owned)
-        log.info("locations partitions assigned added=%d owned=%d", len(partitions), len(owned))
+        self._tell_owned()
+        log.info("locations partitions assigned added=%d owned=%d", len(added), len(self._owned))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the batches in hand, commit, then let ``partitions`` go."""
@@ -324,11 +314,17 @@ class BatchConsumer:
 
     def _forget(self, gone: set[int]) -> None:
         self._owned -= gone
+        self._clear(gone)
+        self._tell_owned()
+
+    def _clear(self, partitions: set[int]) -> None:
+        """Drop what this consumer knew of ``partitions``' handled and committed offsets."""
         with self._done_lock:
-            for partition in gone:
+            for partition in partitions:
                 self._done.pop(partition, None)
                 self._committed.pop(partition, None)
-        owned = frozenset(self._owned)
+
+    def _tell_owned(self) -> None:
         assert self._loop is not None
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_assigned, owned)
+            self._loop.call_soon_threadsafe(self._on_assigned, frozenset(self._owned))
