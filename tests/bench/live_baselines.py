@@ -69,6 +69,24 @@ def _consumer(config: Config, topic: str) -> Consumer:
 
 def read_only(config: Config, topic: str, n: int, timeout_s: float) -> Consumed:
     """Read ``n`` messages of ``topic`` from the start, touching nothing but their count."""
+    return _timed(
+        config, topic, n, timeout_s, verb="read", step=lambda b: sum(m.error() is None for m in b)
+    )
+
+
+def _timed(
+    config: Config,
+    topic: str,
+    n: int,
+    timeout_s: float,
+    *,
+    verb: str,
+    step: Callable[[list[Any]], int],
+    finish: Callable[[], None] = lambda: None,
+) -> Consumed:
+    """Consume ``topic`` from the start until ``step`` (given each batch, returning how many
+    of its messages it took) took ``n``, then ``finish()``; the wall and CPU time from the
+    first batch on."""
     consumer = _consumer(config, topic)
     read = 0
     started = cpu = 0.0
@@ -76,11 +94,12 @@ def read_only(config: Config, topic: str, n: int, timeout_s: float) -> Consumed:
     try:
         while read < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"read {read} of {n} messages within {timeout_s:.0f}s")
+                raise TimeoutError(f"{verb} {read} of {n} messages within {timeout_s:.0f}s")
             batch = consumer.consume(1000, 1.0)
             if batch and not read:
                 started, cpu = time.perf_counter(), time.process_time()
-            read += sum(1 for m in batch if m.error() is None)
+            read += step(batch)
+        finish()
         return Consumed(read, time.perf_counter() - started, time.process_time() - cpu)
     finally:
         consumer.close()
@@ -110,25 +129,19 @@ def naive_join(
         {**producer_config, "delivery.report.only.error": True, "on_delivery": on_delivery}
     )
     join = _Join(covers, resolution, producer, out_topic)
-    consumer = _consumer(config, topic)
-    read = 0
-    started = cpu = 0.0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while read < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"joined {read} of {n} messages within {timeout_s:.0f}s")
-            batch = consumer.consume(1000, 1.0)
-            if batch and not read:
-                started, cpu = time.perf_counter(), time.process_time()
-            read += join(batch)
-            producer.poll(0)
+
+    def step(batch: list[Any]) -> int:
+        joined = join(batch)
+        producer.poll(0)
+        return joined
+
+    def flush() -> None:
         remaining = producer.flush(60)
         if remaining or failures:
             raise RuntimeError(f"{remaining} cards undelivered, {len(failures)} failed")
-        return Consumed(read, time.perf_counter() - started, time.process_time() - cpu, join.cards)
-    finally:
-        consumer.close()
+
+    done = _timed(config, topic, n, timeout_s, verb="joined", step=step, finish=flush)
+    return Consumed(done.messages, done.seconds, done.cpu_s, join.cards)
 
 
 class _Join:

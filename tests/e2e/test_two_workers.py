@@ -406,6 +406,23 @@ def test_an_updates_new_cover_reaches_every_worker(
     )
 
 
+def assert_new_users_carded_by_both(
+    s: Settings, workers: list[WorkerProcess], name: str, seed: int, what: str
+) -> None:
+    """New users inside A, on every partition: each gets a card, and each worker makes some."""
+    produced = [cards_out(w) for w in workers]
+    users = users_inside(A, name, seed=seed)
+    publish_users(s, users)
+    assert_on_every_partition(s, users)
+    wait_drained(s, workers, what)
+    missing = sorted(set(users) - set(cards_by_user(s)))
+    assert not missing, f"{len(missing)} users inside got no card: {missing[:5]}"
+    now_produced = [cards_out(w) for w in workers]
+    assert all(n > p for n, p in zip(now_produced, produced, strict=True)), (
+        f"cards per worker {produced} -> {now_produced}"
+    )
+
+
 def test_a_restarted_worker_matches_only_after_its_index_is_loaded(
     app_settings: Settings, start_worker: StartWorker, tmp_path: Path, services: Services
 ) -> None:
@@ -425,17 +442,7 @@ def test_a_restarted_worker_matches_only_after_its_index_is_loaded(
     second = start_worker(twin(s, tmp_path))
     workers = [first, second]
     wait_sharing(s, workers)
-    produced = [cards_out(w) for w in workers]
-    fresh = users_inside(A, "fresh", seed=7)
-    publish_users(s, fresh)
-    assert_on_every_partition(s, fresh)
-    wait_drained(s, workers, "the users after the loss")
-    missing = sorted(set(fresh) - set(cards_by_user(s)))
-    assert not missing, f"{len(missing)} users inside got no card: {missing[:5]}"
-    now_produced = [cards_out(w) for w in workers]
-    assert all(n > p for n, p in zip(now_produced, produced, strict=True)), (
-        f"cards per worker {produced} -> {now_produced}"
-    )
+    assert_new_users_carded_by_both(s, workers, "fresh", 7, "the users after the loss")
 
     # Lost again, and now the first worker restarts on the empty store.
     delete_app_keys(services, s)
@@ -443,17 +450,7 @@ def test_a_restarted_worker_matches_only_after_its_index_is_loaded(
     restarted = start_worker(twin(s, tmp_path))
     workers = [second, restarted]
     wait_sharing(s, workers)
-    produced = [cards_out(w) for w in workers]
-    again = users_inside(A, "again", seed=8)
-    publish_users(s, again)
-    assert_on_every_partition(s, again)
-    wait_drained(s, workers, "the users after the restart")
-    missing = sorted(set(again) - set(cards_by_user(s)))
-    assert not missing, f"{len(missing)} users inside got no card: {missing[:5]}"
-    now_produced = [cards_out(w) for w in workers]
-    assert all(n > p for n, p in zip(now_produced, produced, strict=True)), (
-        f"cards per worker {produced} -> {now_produced}"
-    )
+    assert_new_users_carded_by_both(s, workers, "again", 8, "the users after the restart")
 
 
 class Stream:
