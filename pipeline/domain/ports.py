@@ -75,7 +75,7 @@ class CellIndex(Protocol):
     async def active_alerts(self) -> list[ActiveAlert]:
         """Every installed alert."""
 
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         """For each res-R cell of ``cells``, the installed alerts whose cover contains it.
         One round trip to the store for the whole sequence. Raises IndexNotBuilt when the
         store lost its contents, so that no location is matched against a partial index."""

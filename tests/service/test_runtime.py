@@ -90,7 +90,7 @@ class FlakyIndex(MemoryCellIndex):
     def fail_next(self, failures: int) -> None:
         self.failures = failures
 
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         self.lookups += 1
         if self.failures:
             self.failures -= 1
@@ -141,7 +141,7 @@ class FlushableIndex:
     async def active_alerts(self) -> list[ActiveAlert]:
         return await self.store.active_alerts()
 
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         return await self.store.alerts_at(cells)
 
 

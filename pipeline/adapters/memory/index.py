@@ -15,7 +15,7 @@ from itertools import compress, repeat
 
 import h3.api.basic_int as h3i
 
-from pipeline.adapters.memory.cells import parent_mask
+from pipeline.domain.geo.cells import parent_mask
 from pipeline.domain.targeting.cards import ActiveAlert
 from pipeline.errors import IndexNotBuilt
 
@@ -27,7 +27,10 @@ class MemoryCellIndex:
         self._resolution = resolution
         self._alerts: dict[str, ActiveAlert] = {}
         self._covers: dict[str, frozenset[int]] = {}
-        self._cells: dict[int, set[str]] = {}
+        # Cell -> the keys of the alerts covering it. Tuples of strings, which the garbage
+        # collector stops tracking, rather than sets, which it would walk at every full
+        # collection (a state-wide cover is some 90,000 cells).
+        self._cells: dict[int, tuple[str, ...]] = {}
         # How many indexed cells each resolution has: alerts_at looks only at those levels.
         self._levels: dict[int, int] = {}
         self._tombs: dict[str, int] = {}
@@ -59,13 +62,15 @@ class MemoryCellIndex:
         self._drop(alert.key)
         self._alerts[alert.key] = alert
         self._covers[alert.key] = cells
+        key, index = alert.key, self._cells
         for cell in cells:
-            keys = self._cells.get(cell)
+            keys = index.get(cell)
             if keys is None:
-                keys = self._cells[cell] = set()
+                index[cell] = (key,)
                 level = h3i.get_resolution(cell)
                 self._levels[level] = self._levels.get(level, 0) + 1
-            keys.add(alert.key)
+            else:
+                index[cell] = (*keys, key)
 
     async def remove_alert(self, key: str) -> bool:
         return self._drop(key)
@@ -73,12 +78,15 @@ class MemoryCellIndex:
     def _drop(self, key: str) -> bool:
         self._probe = None
         existed = self._alerts.pop(key, None) is not None
+        index = self._cells
         for cell in self._covers.pop(key, frozenset()):
-            keys = self._cells.get(cell)
+            keys = index.get(cell)
             if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._cells[cell]
+                rest = tuple(k for k in keys if k != key)
+                if rest:
+                    index[cell] = rest
+                else:
+                    del index[cell]
                     self._levels[h3i.get_resolution(cell)] -= 1
         return existed
 
@@ -113,14 +121,14 @@ class MemoryCellIndex:
     async def cover_of(self, key: str) -> frozenset[int] | None:
         return self._covers.get(key)
 
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         if not self._built:
             raise IndexNotBuilt("the in-process index was flushed")
         if not self._cells:
-            return [[] for _ in cells]
+            return [()] * len(cells)
         probe = self._probe or self._make_probe()
         index = self._cells
-        out: list[list[ActiveAlert]] = [[] for _ in cells]
+        out: list[Sequence[ActiveAlert]] = [()] * len(cells)  # nothing, shared
         # Most cells lie under nothing indexed, not even near: find the others in C.
         near = map(
             probe.occupied.__contains__,
@@ -132,7 +140,10 @@ class MemoryCellIndex:
             for mask, bits in probe.levels:
                 hit = index.get((cell & mask) | bits)
                 if hit:
-                    keys = set(hit) if keys is None else keys | hit
+                    if keys is None:
+                        keys = set(hit)
+                    else:
+                        keys.update(hit)
             if keys:
                 out[i] = [self._alerts[k] for k in sorted(keys)]
         return out
@@ -156,7 +167,7 @@ class _Probe:
     """How :meth:`MemoryCellIndex.alerts_at` looks a cell up, derived from the cover.
 
     A cell's parent at resolution r is ``(cell & mask) | bits`` with ``(mask, bits)`` from
-    :func:`~pipeline.adapters.memory.cells.parent_mask`. ``levels`` has one pair per
+    :func:`~pipeline.domain.geo.cells.parent_mask`. ``levels`` has one pair per
     resolution that has indexed cells, the coarsest first; ``mask`` and ``bits`` are its
     pair, and ``occupied`` holds the parents there of every indexed cell: a cell whose
     parent there is not in it lies under no indexed cell.

@@ -10,7 +10,7 @@ import operator
 from collections.abc import AsyncIterator, Iterator, Sequence
 from itertools import compress, islice, repeat
 
-from pipeline.adapters.memory.cells import parent_mask
+from pipeline.domain.geo.cells import parent_mask
 from pipeline.domain.models import Sighting
 from pipeline.domain.targeting.presence import (
     BUCKET_RESOLUTION,

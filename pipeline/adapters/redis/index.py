@@ -243,7 +243,7 @@ class RedisCellIndex:
         blob = await guard("cover read", lambda: self._r.get(self._cover_key(key, alert.version)))
         return frozenset(_unpack(blob)) if blob else frozenset()
 
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         res = self._resolution
         lookups: list[list[int]] = []
         unique: dict[int, int] = {}
@@ -273,7 +273,7 @@ class RedisCellIndex:
         if not keys:
             return [[] for _ in cells]
         records = await self._records(sorted(keys))
-        out: list[list[ActiveAlert]] = []
+        out: list[Sequence[ActiveAlert]] = []
         for chain in lookups:
             hits: dict[str, ActiveAlert] = {}
             for c in chain:

@@ -21,7 +21,8 @@ lets a sighting at the same place skip the pointer).
 Writes are cheap: users are partition-affine (all of a user's locations come to one
 worker), so the store keeps a bounded LRU (``known_users``, default 1,000,000 users, about
 80 MB plus the ids; 0 turns it off) of the place it last wrote each user at, and skips what
-Redis already holds:
+Redis already holds. The LRU is two generations of plain dicts (:class:`_Recent`): every
+operation on a batch runs in C, which an ``OrderedDict``'s per-user moves did not.
 
 * a user sighted again at the same place (the usual case) costs only its field in that
   hash's ``HSET`` (one per hash and batch): the pointer already names the hash and expires
@@ -58,15 +59,15 @@ back twice, which the dedup store absorbs.
 from __future__ import annotations
 
 import struct
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress, repeat
+from operator import and_, attrgetter, eq, floordiv, not_, or_
 from typing import Any
 
-import h3.api.basic_int as h3i
-
 from pipeline.adapters.redis.client import RedisClient, bulk, guard
+from pipeline.domain.geo.cells import parent_mask
 from pipeline.domain.models import Sighting
 from pipeline.domain.targeting.presence import (
     BUCKET_RESOLUTION,
@@ -79,6 +80,8 @@ from pipeline.domain.targeting.presence import (
 _PAIR = struct.Struct("<Qq")
 _CHUNK = 10_000
 _PAGE = 300  # buckets read per pipeline
+_USER, _CELL, _TS = attrgetter("user_id"), attrgetter("cell"), attrgetter("ts")
+_BUCKET_MASK = parent_mask(BUCKET_RESOLUTION)
 KNOWN_USERS = 1_000_000  # the default of match.presence_known_users
 
 Place = tuple[int, int]  # (bucket, slot): names one hash
@@ -86,10 +89,11 @@ Place = tuple[int, int]  # (bucket, slot): names one hash
 
 @dataclass(slots=True)
 class _Writes:
-    """One batch's writes: the place of each latest sighting; per hash, the fields it gets
-    and the users the LRU places there already; the users whose pointer is written, with
-    the place the LRU had for them."""
+    """One batch's writes: the users of the latest sightings and the place of each; per
+    hash, the fields it gets and the users the LRU places there already; the users whose
+    pointer is written, with the place the LRU had for them."""
 
+    users: list[str] = field(default_factory=list)
     places: list[Place] = field(default_factory=list)
     fields: dict[Place, dict[str, bytes]] = field(default_factory=dict)
     staying: dict[Place, list[str]] = field(default_factory=dict)
@@ -114,9 +118,8 @@ class RedisPresenceStore:
         self._r = client
         self._p = prefix
         self._window_ms = window_ms
-        self._known_users = known_users
-        # user -> the place this store last wrote it at, least recently written first.
-        self._known: OrderedDict[str, Place] = OrderedDict()
+        # user -> the place this store last wrote it at, for the recently written users.
+        self._known = _Recent(known_users)
         # One tuple per place of the recent slots, which the LRU's values share.
         self._places: dict[Place, Place] = {}
         self._newest_slot = 0
@@ -197,49 +200,52 @@ class RedisPresenceStore:
             except BaseException:
                 self._forget(user for user, _ in recheck)
                 raise
-        self._remember(zip((s.user_id for s in latest), writes.places, strict=True))
+        self._remember(writes.users, writes.places)
 
     def _plan(self, latest: Sequence[Sighting]) -> _Writes:
-        window = self._window_ms
-        writes = _Writes()
-        known = self._known
-        for s in latest:
-            place = self._place((h3i.cell_to_parent(s.cell, BUCKET_RESOLUTION), s.ts // window))
-            writes.places.append(place)
-            writes.fields.setdefault(place, {})[s.user_id] = _PAIR.pack(s.cell, s.ts)
-            was = known.get(s.user_id)
-            if was == place:
-                writes.staying.setdefault(place, []).append(s.user_id)
-            else:
-                writes.moving.append((s.user_id, place, was))
+        """Each column computed in C over the whole batch; one Python loop groups them."""
+        users: list[str] = list(map(_USER, latest))
+        cells: list[int] = list(map(_CELL, latest))
+        times: list[int] = list(map(_TS, latest))
+        mask, bits = _BUCKET_MASK
+        buckets = map(or_, map(and_, cells, repeat(mask)), repeat(bits))
+        slots = map(floordiv, times, repeat(self._window_ms))
+        places = self._interned(list(zip(buckets, slots, strict=True)))
+        writes = _Writes(users=users, places=places)
+        fields, staying = writes.fields, writes.staying
+        for user, place, value in zip(users, places, map(_PAIR.pack, cells, times), strict=True):
+            grouped = fields.get(place)
+            if grouped is None:
+                grouped = fields[place] = {}
+            grouped[user] = value
+        wases = list(self._known.places_of(users))
+        same = list(map(eq, wases, places))
+        if any(same):
+            for user, place in compress(zip(users, places, strict=True), same):
+                staying.setdefault(place, []).append(user)
+        writes.moving = list(compress(zip(users, places, wases, strict=True), map(not_, same)))
         return writes
 
-    def _place(self, place: Place) -> Place:
-        """``place`` as the one tuple the store keeps for it (the LRU's values share it)."""
-        kept = self._places.get(place)
-        if kept is not None:
-            return kept
-        slot = place[1]
-        if slot > self._newest_slot:
-            self._newest_slot = slot
-            self._places = {p: p for p in self._places if p[1] >= slot - 2}
-        self._places[place] = place
-        return place
+    def _interned(self, places: list[Place]) -> list[Place]:
+        """``places`` as the tuples the store keeps for them (the LRU's values share them):
+        one per place of the last three slots."""
+        newest = max(slot for _, slot in places)
+        if newest > self._newest_slot:
+            self._newest_slot = newest
+            self._places = {p: p for p in self._places if p[1] >= newest - 2}
+        kept = self._places
+        return list(map(kept.setdefault, places, places))
 
-    def _remember(self, written: Iterable[tuple[str, Place]]) -> None:
-        bound = self._known_users
-        if not bound:
-            return
-        known = self._known
-        for user, place in written:
-            known[user] = place
-            known.move_to_end(user)
-        while len(known) > bound:
-            known.popitem(last=False)
+    def _remember(self, users: list[str], places: list[Place]) -> None:
+        self._known.remember(users, places)
 
     def _forget(self, users: Iterable[str]) -> None:
-        for user in users:
-            self._known.pop(user, None)
+        self._known.forget(users)
+
+    @property
+    def remembered(self) -> int:
+        """How many users the LRU holds."""
+        return len(self._known)
 
     async def _repair(
         self, stray: dict[Place, list[str]], recheck: list[tuple[str, Place]]
@@ -321,6 +327,42 @@ class RedisPresenceStore:
                         if kept is None or ts > kept[1]:
                             latest[raw_user] = (cell, ts)
             yield [u.decode() for u, (cell, _) in latest.items() if within(plan, cell)]
+
+
+class _Recent:
+    """Where each recently written user was written: an LRU of about ``bound`` users, in
+    two generations of plain dicts. New writes go to the young one; once it holds half the
+    bound, it becomes the old one and the previous old one is dropped. A lookup finds a
+    user in either. So it holds the users of the latest writes, between half the bound
+    and the bound of them (more only while one batch alone has more than half the bound),
+    and a user written again is young again. A bound of 0 remembers nothing."""
+
+    __slots__ = ("_half", "_old", "_young")
+
+    def __init__(self, bound: int) -> None:
+        self._half = (bound + 1) // 2
+        self._young: dict[str, Place] = {}
+        self._old: dict[str, Place] = {}
+
+    def __len__(self) -> int:
+        young, old = self._young, self._old
+        return len(young) + len(old) - sum(map(young.__contains__, old))
+
+    def places_of(self, users: Sequence[str]) -> Iterator[Place | None]:
+        """Each user's place, or None when not remembered."""
+        return map(self._young.get, users, map(self._old.get, users))
+
+    def remember(self, users: Sequence[str], places: Sequence[Place]) -> None:
+        if not self._half:
+            return
+        self._young.update(zip(users, places, strict=True))
+        if len(self._young) >= self._half:
+            self._old, self._young = self._young, {}
+
+    def forget(self, users: Iterable[str]) -> None:
+        for user in users:
+            self._young.pop(user, None)
+            self._old.pop(user, None)
 
 
 def _place_of(raw: bytes | None) -> Place | None:

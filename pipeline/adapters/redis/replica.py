@@ -61,7 +61,7 @@ class ReplicatedCellIndex:
         self._loading = asyncio.Lock()
 
     # -- the replica -----------------------------------------------------------------------
-    async def alerts_at(self, cells: Sequence[int]) -> list[list[ActiveAlert]]:
+    async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         observed = await self._source.index_version()
         if self._stale(observed):
             await self._load(observed)

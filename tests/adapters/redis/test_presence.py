@@ -228,7 +228,14 @@ def test_a_failed_write_is_not_remembered(run: Callable[[Body], None]) -> None:
     run(body)
 
 
-def test_the_store_remembers_at_most_known_users(run: Callable[[Body], None]) -> None:
+def test_the_store_remembers_the_latest_users_within_known_users(
+    run: Callable[[Body], None],
+) -> None:
+    """A user written recently costs no pointer when sighted again at the same place;
+    once ``known_users`` others were written since, it is forgotten (its next sighting
+    writes its pointer again); the store holds no more users than the bound, beyond one
+    batch's; 0 remembers nothing."""
+
     async def body(client: Client, prefix: str) -> None:
         here = cell(AUSTIN)
 
@@ -240,20 +247,25 @@ def test_the_store_remembers_at_most_known_users(run: Callable[[Body], None]) ->
 
             return (await costs(client, write))["set"]
 
-        store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW, known_users=2)
-        assert await sighted(store, "u1", "u2", "u3", at=NOW) == 3
-        assert len(store._known) == 2  # u2 and u3: u1 was written least recently
-        assert await sighted(store, "u3", at=NOW + 1) == 0
-        assert await sighted(store, "u1", at=NOW + 2) == 1  # forgotten; u2 is, now
-        assert await sighted(store, "u3", "u1", at=NOW + 3) == 0
-        assert await sighted(store, "u2", at=NOW + 4) == 1
-        assert len(store._known) == 2
+        store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW, known_users=4)
+        assert await sighted(store, "a", at=NOW) == 1
+        assert await sighted(store, "b", at=NOW + 1) == 1
+        assert await sighted(store, "a", at=NOW + 2) == 0  # one other written since
+        for i, other in enumerate("cdef"):
+            assert await sighted(store, other, at=NOW + 3 + i) == 1
+        assert await sighted(store, "a", at=NOW + 7) == 1  # four others since: forgotten
+        assert store.remembered <= 4
+
+        many = [f"m{i}" for i in range(50)]
+        assert await sighted(store, *many, at=NOW + 7) == 50
+        assert store.remembered <= 4 + len(many)
+        assert await sighted(store, *many[:10], at=NOW + 8) == 0
 
         off = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW, known_users=0)
-        assert await sighted(off, "u1", at=NOW + 5) == 1
-        assert await sighted(off, "u1", at=NOW + 6) == 1
-        assert len(off._known) == 0
-        assert await present(off, frozenset({here})) == ["u1", "u2", "u3"]
+        assert await sighted(off, "u1", at=NOW + 9) == 1
+        assert await sighted(off, "u1", at=NOW + 10) == 1
+        assert off.remembered == 0
+        assert await present(off, frozenset({here})) == sorted(["a", "b", *"cdef", "u1", *many])
 
     run(body)
 

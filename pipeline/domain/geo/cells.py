@@ -1,6 +1,6 @@
-"""H3 parent lookups by bit arithmetic, for the in-process twins' hot loops.
+"""H3 parent lookups by bit arithmetic, for the hot loops of the index and presence.
 
-A cell's parent at resolution r is ``(cell & mask) | bits``: the twins compute it with
+A cell's parent at resolution r is ``(cell & mask) | bits``: callers compute it with
 ``map``/``operator`` over whole batches (C loops) instead of calling ``h3.cell_to_parent``
 once per cell.
 """
