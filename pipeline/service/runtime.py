@@ -138,23 +138,28 @@ class WorkerRuntime:
                 await self._reject(raw, InternalFailure.of(exc), "locations")
 
     async def _match(self, batch: Sequence[RawEvent]) -> None:
-        """Locate the batch, then card it. Each step holds its own lock, and each is retried
-        through an outage while holding it, so batches pass both steps in the order they
-        arrived: the next batch is located (parsed, placed, its presence recorded) while
-        this one's cards wait for the broker, yet no user's older sighting overwrites a
-        newer one, and the dedup check of a batch always follows the previous one's
-        confirm."""
+        """Locate the batch, then card it, then publish its cards. Locating and carding
+        each hold their own lock, and each is retried through an outage while holding it,
+        so batches pass both steps in the order they arrived: the next batch is located
+        (parsed, placed, its presence recorded) while this one is carded, yet no user's
+        older sighting overwrites a newer one. The cards are published after the carding
+        lock is released: their pairs stay pending in the matcher until recorded, so the
+        next batch is carded while the broker acknowledges this one's, without carding
+        them again."""
         started = time.perf_counter()
         async with self._locating:
             located = await self._retrying("locate", lambda: self.matcher.locate(batch))
         async with self._carding:
             result = await self._retrying("card", lambda: self.matcher.card(located))
+        try:
             self.metrics.redis_latency.observe(time.perf_counter() - started)
             if result.stale:
                 self.metrics.locations_ignored.labels("stale").inc(result.stale)
             await self._retrying(
                 "publish", lambda: self._publish(result, triggered_by_location=True)
             )
+        finally:
+            self.matcher.release(result)  # confirmed, or carded again by the caller
 
     async def _publish(self, result: MatchResult, *, triggered_by_location: bool = False) -> None:
         """Publish a result's cards and dead letters, wait for the broker's acks, then

@@ -20,12 +20,14 @@ may locate one batch while it cards the one before, provided it cards them in th
 located them.
 
 The caller publishes the cards and, once the broker acknowledged them, calls
-:meth:`Matcher.confirm`: a crash in between re-sends a byte-identical card on redelivery
+:meth:`Matcher.confirm` (until then the pairs are pending in the matcher, and no later batch
+cards them again): a crash in between re-sends a byte-identical card on redelivery
 rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
@@ -73,7 +75,7 @@ class Located:
 
     result: MatchResult
     sightings: list[Sighting] = field(default_factory=list)
-    covering: list[list[ActiveAlert]] = field(default_factory=list)
+    covering: list[Sequence[ActiveAlert]] = field(default_factory=list)
 
 
 class Matcher:
@@ -96,6 +98,10 @@ class Matcher:
         self._templates: dict[tuple[str, int], CardTemplate] = {}
         # Cards recorded by the fan-out in progress, per alert (see fan_out).
         self._fanned: dict[str, list[int]] = {}
+        # Pairs carded by a location batch whose cards are not yet recorded (acknowledged
+        # and confirmed), and how many per alert: the next batch is carded meanwhile.
+        self._pending: set[tuple[str, str]] = set()
+        self._pending_of: Counter[str] = Counter()
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -150,14 +156,30 @@ class Matcher:
 
     async def card(self, located: Located) -> MatchResult:
         """The cards of a located batch: the pairs its user may see, not yet carded. A new
-        result each call, so that a call retried after an outage counts nothing twice."""
+        result each call, so that a call retried after an outage counts nothing twice.
+        Its pairs are pending until :meth:`confirm` (or :meth:`release`): a later call, or
+        a fan-out, leaves them out meanwhile, so the next batch may be carded while this
+        one's cards wait for the broker."""
         done, covering = located.result, located.covering
         result = MatchResult(
             dead_letters=list(done.dead_letters), locations=done.locations, stale=done.stale
         )
         # Only the sightings under some alert can make a card (an empty list is false).
         await self._card(result, compress(zip(located.sightings, covering, strict=True), covering))
+        self._pending.update(result.seen_pairs)
+        self._pending_of.update(key for key, _ in result.seen_pairs)
         return result
+
+    def release(self, result: MatchResult) -> None:
+        """Forget ``result``'s cards as pending (after :meth:`confirm`, or when they will
+        not be confirmed: the batch failed and is carded again)."""
+        pending, counts = self._pending, self._pending_of
+        for pair in result.seen_pairs:
+            if pair in pending:
+                pending.discard(pair)
+                counts[pair[0]] -= 1
+                if not counts[pair[0]]:
+                    del counts[pair[0]]
 
     async def fan_out(
         self, alert: ActiveAlert, cover: frozenset[int]
@@ -178,9 +200,13 @@ class Matcher:
             async for present in self._presence.present_in(cover, since):
                 result = MatchResult(locations=len(present), fan_out_of=key)
                 users = present if everyone else [u for u in present if may_see(status, u)]
+                if self._pending_of.get(key):  # carded by a location batch, not yet recorded
+                    pending = self._pending
+                    users = [u for u in users if (key, u) not in pending]
                 # While every recorded card of the alert is one this fan-out recorded (a
-                # freshly issued alert), its users cannot have one: skip the per-user check.
-                if await self._dedup.cards_of(key) != fanned[0]:
+                # freshly issued alert) and none is pending, its users cannot have one: skip
+                # the per-user check.
+                if self._pending_of.get(key) or await self._dedup.cards_of(key) != fanned[0]:
                     new = list(compress(users, await self._dedup.unseen([(key, u) for u in users])))
                 else:
                     new = users
@@ -211,6 +237,11 @@ class Matcher:
                     continue
                 in_batch.add(pair)
                 candidates.append((sighting, alert))
+        if self._pending:  # checked before the store: a pair leaves it once recorded there
+            pending = self._pending
+            kept = [(s, a) for s, a in candidates if (a.key, s.user_id) not in pending]
+            result.duplicates += len(candidates) - len(kept)
+            candidates = kept
         if not candidates:
             return
         fresh = await self._dedup.unseen([(a.key, s.user_id) for s, a in candidates])
@@ -240,3 +271,4 @@ class Matcher:
             fanned = self._fanned.get(result.fan_out_of or "")
             if fanned is not None:
                 fanned[0] += added
+            self.release(result)

@@ -287,6 +287,63 @@ def test_fan_out_never_recards_users_a_location_event_carded_before_or_during_it
     assert set(carded) == set(users) - {"u24999", "u20000"}
 
 
+def users_of(cards: list[tuple[bytes, bytes]]) -> list[str]:
+    return [orjson.loads(v)["user_id"] for _, v in cards]
+
+
+def test_a_batch_carded_before_the_previous_one_is_confirmed_does_not_card_its_pairs() -> None:
+    """The worker cards the next batch while the broker acknowledges the previous one's
+    cards: a pair carded there and not yet confirmed is not carded again; once the
+    previous result is released unconfirmed (its publishing failed, the batch is redone),
+    it is."""
+    m = setup(alert())
+
+    async def go() -> None:
+        first = await m.match([raw("u1", *AUSTIN), raw("u2", *AUSTIN)])
+        assert users_of(first.cards) == ["u1", "u2"]
+        second = await m.match([raw("u1", *AUSTIN), raw("u3", *AUSTIN)])
+        assert users_of(second.cards) == ["u3"]
+        assert second.duplicates == 1
+        m.release(first)  # never confirmed
+        again = await m.match([raw("u1", *AUSTIN), raw("u2", *AUSTIN)])
+        assert users_of(again.cards) == ["u1", "u2"]
+        await m.confirm(again)
+        await m.confirm(second)
+        assert users_of((await m.match([raw(u, *AUSTIN) for u in ("u1", "u2", "u3")])).cards) == []
+
+    asyncio.run(go())
+
+
+def test_a_fan_out_leaves_out_the_pairs_a_location_batch_carded_and_has_not_confirmed() -> None:
+    clock = [NOW]
+    index = MemoryCellIndex(resolution=RES)
+    m = Matcher(
+        index,
+        MemoryDedupStore(),
+        AudiencePolicy.of(["s"], ()),
+        presence=MemoryPresenceStore(window_ms=WINDOW),
+        resolution=RES,
+        max_future_skew_ms=60_000,
+        freshness_ms=WINDOW,
+        clock_ms=lambda: clock[0],
+    )
+    assert run(m, [raw("home", *AUSTIN), raw("other", *AUSTIN)]) == []
+    issued = alert()
+    asyncio.run(index.put_alert(issued, area()))
+
+    async def go() -> list[str]:
+        in_flight = await m.match([raw("home", *AUSTIN, ts=NOW + 1)])  # not yet confirmed
+        assert users_of(in_flight.cards) == ["home"]
+        carded: list[str] = []
+        async for result in m.fan_out(issued, area()):
+            await m.confirm(result)
+            carded += users_of(result.cards)
+        await m.confirm(in_flight)
+        return carded
+
+    assert asyncio.run(go()) == ["other"]
+
+
 def test_a_batch_held_as_columns_matches_like_the_same_events_one_by_one() -> None:
     """Whether the batch is read at once (all usual) or one by one (a bad or odd event
     among them), RawLocations and a list of the same RawEvents give the same result."""
