@@ -166,14 +166,14 @@ class WorkerRuntime:
         record the cards as delivered (a crash in between re-sends identical cards)."""
         dead = [self._dead_letter_record(d) for d in result.dead_letters]
         await self._delivered(self.sink.publish("interstitials", result.cards))
+        acked = self.clock_ms()  # the cards are on the topic, for the rankers to read
         await self._delivered(self.sink.publish("dlq", dead))
         await self.matcher.confirm(result)
-        done = self.clock_ms()
         if self.reach is not None:
-            await self.reach.on_cards(result.seen_pairs, done)
+            await self.reach.on_cards(result.seen_pairs, self.clock_ms())
         if triggered_by_location:
             for created in result.card_created_ms:
-                self.metrics.e2e_latency.observe(max(0, done - created) / 1000)
+                self.metrics.e2e_latency.observe(max(0, acked - created) / 1000)
         self.metrics.events_out.labels("interstitials").inc(len(result.cards))
         self.metrics.dedup_hits.inc(result.duplicates)
         if result.cards:

@@ -62,6 +62,9 @@ class ConfluentSink:
             {
                 **settings.kafka.confluent_config(),
                 **PRODUCER_DEFAULTS,
+                # A batch's cards are produced together, so they fill the broker batches
+                # without waiting: lingering would only add to every card's latency.
+                "linger.ms": 1,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,

@@ -5,7 +5,8 @@ For a batch of raw location events the :class:`Matcher`
 1. validates each event (bad ones become dead letters; ones older than the freshness
    window are ignored and counted: that user's location is no longer known),
 2. maps it to its H3 cell at the index resolution and records it in the presence store,
-3. asks the :class:`CellIndex` which alerts cover those cells (one round trip),
+3. asks the :class:`CellIndex` which alerts cover those cells (one round trip, at the same
+   time as the presence writes),
 4. keeps the alerts the user may see (status policy, expiry at the event's time),
 5. drops pairs already carded, within the batch and per the :class:`DedupStore`,
 6. builds the cards.
@@ -27,6 +28,7 @@ rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -150,8 +152,18 @@ class Matcher:
             return located
         cells = list(map(h3i.latlng_to_cell, lats, lons, repeat(self._resolution)))
         located.sightings = sightings_of(users, cells, times)
-        located.covering = await self._index.alerts_at(cells)
-        await self._presence.record(located.sightings)
+        # Independent round trips (the index's version check, the presence writes): at once,
+        # and both finished before either's failure is raised (the caller retries both).
+        covering, recorded = await asyncio.gather(
+            self._index.alerts_at(cells),
+            self._presence.record(located.sightings),
+            return_exceptions=True,
+        )
+        for outcome in (covering, recorded):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(covering, BaseException)
+        located.covering = covering
         return located
 
     async def card(self, located: Located) -> MatchResult:
