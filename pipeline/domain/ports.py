@@ -9,8 +9,9 @@ depend only on these protocols; adapters implement them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Literal, Protocol
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Literal, Protocol, TypeVar
 
 from pipeline.domain.models import Sighting
 from pipeline.domain.reach import AlertFacts, AlertReach
@@ -18,6 +19,29 @@ from pipeline.domain.targeting.cards import ActiveAlert
 
 # The logical topics the worker produces to.
 OutTopic = Literal["interstitials", "lifecycle", "dlq"]
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+class Concurrently(Protocol):
+    """Awaits two independent steps, at once where the caller's runtime can, and returns
+    both results; when either raises, it raises only after both have finished (so a retry
+    never overlaps a step still running)."""
+
+    async def __call__(self, first: Awaitable[A], second: Awaitable[B], /) -> tuple[A, B]: ...
+
+
+async def in_turn(first: Awaitable[A], second: Awaitable[B], /) -> tuple[A, B]:
+    """:class:`Concurrently`, one step after the other."""
+    try:
+        done = await first
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first failure is the one raised
+            await second
+        raise
+    return done, await second
 
 
 class Sink(Protocol):

@@ -23,7 +23,7 @@ from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.matching import Matcher
 from pipeline.domain.targeting.policy import AudiencePolicy
 from pipeline.service.reach import ReachTracker
-from pipeline.service.runtime import Prepare, WorkerRuntime, now_ms
+from pipeline.service.runtime import Prepare, WorkerRuntime, at_once, now_ms
 from pipeline.settings import Settings
 
 
@@ -140,6 +140,7 @@ def make_services(
         max_future_skew_ms=int(settings.match.max_future_skew_s * 1000),
         freshness_ms=freshness_ms(settings),
         clock_ms=clock_ms,
+        concurrently=at_once,
     )
     return matcher, AlertIngest(index, policy, make_coverer(settings), clock_ms)
 

@@ -42,8 +42,21 @@ from pipeline.service.reach import ReachTracker
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 # Parse, admit and cover one alerts-topic message (CPU-bound; raises BadInput).
 Prepare = Callable[[bytes], Awaitable[list[PreparedAlert]]]
+
+
+async def at_once(first: Awaitable[A], second: Awaitable[B], /) -> tuple[A, B]:
+    """:class:`pipeline.domain.ports.Concurrently` on the event loop: both steps run at
+    once; the first failure is raised once both have finished."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
 
 
 def now_ms() -> int:

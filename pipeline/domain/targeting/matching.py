@@ -28,7 +28,6 @@ rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any
 import h3.api.basic_int as h3i
 
 from pipeline.domain.models import Sighting
-from pipeline.domain.ports import CellIndex, DedupStore, PresenceStore
+from pipeline.domain.ports import CellIndex, Concurrently, DedupStore, PresenceStore, in_turn
 from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.cards import ActiveAlert, CardTemplate, card_expiry_ms
 from pipeline.domain.targeting.deadletter import dead_letter
@@ -92,8 +91,10 @@ class Matcher:
         max_future_skew_ms: int,
         freshness_ms: int,
         clock_ms: Callable[[], int],
+        concurrently: Concurrently | None = None,
     ) -> None:
         self._index = index
+        self._concurrently: Concurrently = concurrently or in_turn
         self._dedup = dedup
         self._presence = presence
         self._freshness_ms = freshness_ms
@@ -152,17 +153,11 @@ class Matcher:
             return located
         cells = list(map(h3i.latlng_to_cell, lats, lons, repeat(self._resolution)))
         located.sightings = sightings_of(users, cells, times)
-        # Independent round trips (the index's version check, the presence writes): at once,
-        # and both finished before either's failure is raised (the caller retries both).
-        covering, recorded = await asyncio.gather(
-            self._index.alerts_at(cells),
-            self._presence.record(located.sightings),
-            return_exceptions=True,
+        # Independent round trips (the index's version check, the presence writes): the
+        # worker sends them at once (see Concurrently).
+        covering, _ = await self._concurrently(
+            self._index.alerts_at(cells), self._presence.record(located.sightings)
         )
-        for outcome in (covering, recorded):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert not isinstance(covering, BaseException)
         located.covering = covering
         return located
 
