@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import h3.api.basic_int as h3i
 import orjson
@@ -67,6 +68,14 @@ def setup(
     if active is not None:
         asyncio.run(index.put_alert(active, area()))
     now = clock if clock is not None else [NOW]
+    return matcher_on(index, test_users, clock_ms=lambda: now[0])
+
+
+def matcher_on(
+    index: MemoryCellIndex,
+    test_users: tuple[str, ...] = (),
+    clock_ms: Callable[[], int] = lambda: NOW,
+) -> Matcher:
     return Matcher(
         index,
         MemoryDedupStore(),
@@ -75,7 +84,7 @@ def setup(
         resolution=RES,
         max_future_skew_ms=60_000,
         freshness_ms=WINDOW,
-        clock_ms=lambda: now[0],
+        clock_ms=clock_ms,
     )
 
 
@@ -252,16 +261,7 @@ def test_fan_out_cards_present_users_inside_and_only_once() -> None:
 
 def test_fan_out_never_recards_users_a_location_event_carded_before_or_during_it() -> None:
     index = MemoryCellIndex(resolution=RES)
-    m = Matcher(
-        index,
-        MemoryDedupStore(),
-        AudiencePolicy.of(["s"], ()),
-        presence=MemoryPresenceStore(window_ms=WINDOW),
-        resolution=RES,
-        max_future_skew_ms=60_000,
-        freshness_ms=WINDOW,
-        clock_ms=lambda: NOW,
-    )
+    m = matcher_on(index)
     users = [f"u{i:05d}" for i in range(25_000)]  # several fan-out chunks
     assert run(m, [raw(u, *AUSTIN, offset=i) for i, u in enumerate(users)]) == []
     issued = alert()
@@ -315,18 +315,8 @@ def test_a_batch_carded_before_the_previous_one_is_confirmed_does_not_card_its_p
 
 
 def test_a_fan_out_leaves_out_the_pairs_a_location_batch_carded_and_has_not_confirmed() -> None:
-    clock = [NOW]
     index = MemoryCellIndex(resolution=RES)
-    m = Matcher(
-        index,
-        MemoryDedupStore(),
-        AudiencePolicy.of(["s"], ()),
-        presence=MemoryPresenceStore(window_ms=WINDOW),
-        resolution=RES,
-        max_future_skew_ms=60_000,
-        freshness_ms=WINDOW,
-        clock_ms=lambda: clock[0],
-    )
+    m = matcher_on(index)
     assert run(m, [raw("home", *AUSTIN), raw("other", *AUSTIN)]) == []
     issued = alert()
     asyncio.run(index.put_alert(issued, area()))
