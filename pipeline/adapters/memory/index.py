@@ -8,14 +8,13 @@ it with :meth:`MemoryCellIndex.apply`.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import compress
 
 import h3.api.basic_int as h3i
 
-from pipeline.domain.geo.cells import parent_mask
+from pipeline.domain.geo.cells import parent_mask, parents_of
 from pipeline.domain.targeting.cards import ActiveAlert
 from pipeline.errors import IndexNotBuilt
 
@@ -130,10 +129,7 @@ class MemoryCellIndex:
         index = self._cells
         out: list[Sequence[ActiveAlert]] = [()] * len(cells)  # nothing, shared
         # Most cells lie under nothing indexed, not even near: find the others in C.
-        near = map(
-            probe.occupied.__contains__,
-            map(operator.or_, map(operator.and_, cells, repeat(probe.mask)), repeat(probe.bits)),
-        )
+        near = map(probe.occupied.__contains__, parents_of(cells, (probe.mask, probe.bits)))
         for i in compress(range(len(cells)), near):
             cell = cells[i]
             keys: set[str] | None = None

@@ -10,7 +10,7 @@ import operator
 from collections.abc import AsyncIterator, Iterator, Sequence
 from itertools import compress, islice, repeat
 
-from pipeline.domain.geo.cells import parent_mask
+from pipeline.domain.geo.cells import parent_mask, parents_of
 from pipeline.domain.models import Sighting
 from pipeline.domain.targeting.presence import (
     BUCKET_RESOLUTION,
@@ -53,12 +53,8 @@ class MemoryPresenceStore:
         fresh = map(operator.le, repeat(since_ms), map(_ts, sightings))
         # Most users are far from the cover: their bucket, found in bits (C loops), is not
         # one of the plan's. Only cells coarser than a bucket need within() to tell.
-        mask, bits = parent_mask(BUCKET_RESOLUTION)
         buckets = plan.whole | plan.partial.keys()
-        near = map(
-            buckets.__contains__,
-            map(operator.or_, map(operator.and_, cells, repeat(mask)), repeat(bits)),
-        )
+        near = map(buckets.__contains__, parents_of(cells, parent_mask(BUCKET_RESOLUTION)))
         levels = map(operator.and_, map(operator.rshift, cells, repeat(52)), repeat(0xF))
         coarse = map(operator.lt, levels, repeat(BUCKET_RESOLUTION))
         maybe = map(operator.and_, fresh, map(operator.or_, near, coarse))

@@ -63,11 +63,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, floordiv, not_, or_
+from operator import attrgetter, eq, floordiv, not_
 from typing import Any
 
 from pipeline.adapters.redis.client import RedisClient, bulk, guard
-from pipeline.domain.geo.cells import parent_mask
+from pipeline.domain.geo.cells import parent_mask, parents_of
 from pipeline.domain.models import Sighting
 from pipeline.domain.targeting.presence import (
     BUCKET_RESOLUTION,
@@ -207,10 +207,11 @@ class RedisPresenceStore:
         users: list[str] = list(map(_USER, latest))
         cells: list[int] = list(map(_CELL, latest))
         times: list[int] = list(map(_TS, latest))
-        mask, bits = _BUCKET_MASK
-        buckets = map(or_, map(and_, cells, repeat(mask)), repeat(bits))
-        slots = map(floordiv, times, repeat(self._window_ms))
-        places = self._interned(list(zip(buckets, slots, strict=True)))
+        window = self._window_ms
+        slots = map(floordiv, times, repeat(window))
+        places = self._interned(
+            list(zip(parents_of(cells, _BUCKET_MASK), slots, strict=True)), max(times) // window
+        )
         writes = _Writes(users=users, places=places)
         fields, staying = writes.fields, writes.staying
         for user, place, value in zip(users, places, map(_PAIR.pack, cells, times), strict=True):
@@ -226,10 +227,9 @@ class RedisPresenceStore:
         writes.moving = list(compress(zip(users, places, wases, strict=True), map(not_, same)))
         return writes
 
-    def _interned(self, places: list[Place]) -> list[Place]:
-        """``places`` as the tuples the store keeps for them (the LRU's values share them):
-        one per place of the last three slots."""
-        newest = max(slot for _, slot in places)
+    def _interned(self, places: list[Place], newest: int) -> list[Place]:
+        """``places`` (of slots up to ``newest``) as the tuples the store keeps for them (the
+        LRU's values share them): one per place of the last three slots."""
         if newest > self._newest_slot:
             self._newest_slot = newest
             self._places = {p: p for p in self._places if p[1] >= newest - 2}
