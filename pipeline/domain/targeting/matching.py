@@ -28,7 +28,6 @@ rather than losing it (at-least-once, deduplicated by ``event_id`` downstream).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
@@ -102,9 +101,8 @@ class Matcher:
         # Cards recorded by the fan-out in progress, per alert (see fan_out).
         self._fanned: dict[str, list[int]] = {}
         # Pairs carded by a location batch whose cards are not yet recorded (acknowledged
-        # and confirmed), and how many per alert: the next batch is carded meanwhile.
+        # and confirmed): the next batch is carded meanwhile. At most a few batches' cards.
         self._pending: set[tuple[str, str]] = set()
-        self._pending_of: Counter[str] = Counter()
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -174,19 +172,12 @@ class Matcher:
         # Only the sightings under some alert can make a card (an empty list is false).
         await self._card(result, compress(zip(located.sightings, covering, strict=True), covering))
         self._pending.update(result.seen_pairs)
-        self._pending_of.update(key for key, _ in result.seen_pairs)
         return result
 
     def release(self, result: MatchResult) -> None:
         """Forget ``result``'s cards as pending (after :meth:`confirm`, or when they will
         not be confirmed: the batch failed and is carded again)."""
-        pending, counts = self._pending, self._pending_of
-        for pair in result.seen_pairs:
-            if pair in pending:
-                pending.discard(pair)
-                counts[pair[0]] -= 1
-                if not counts[pair[0]]:
-                    del counts[pair[0]]
+        self._pending.difference_update(result.seen_pairs)
 
     async def fan_out(
         self, alert: ActiveAlert, cover: frozenset[int]
@@ -207,13 +198,14 @@ class Matcher:
             async for present in self._presence.present_in(cover, since):
                 result = MatchResult(locations=len(present), fan_out_of=key)
                 users = present if everyone else [u for u in present if may_see(status, u)]
-                if self._pending_of.get(key):  # carded by a location batch, not yet recorded
-                    pending = self._pending
-                    users = [u for u in users if (key, u) not in pending]
+                # Carded by a location batch, not yet recorded: left out.
+                pending = {user for alert_key, user in self._pending if alert_key == key}
+                if pending:
+                    users = [u for u in users if u not in pending]
                 # While every recorded card of the alert is one this fan-out recorded (a
                 # freshly issued alert) and none is pending, its users cannot have one: skip
                 # the per-user check.
-                if self._pending_of.get(key) or await self._dedup.cards_of(key) != fanned[0]:
+                if pending or await self._dedup.cards_of(key) != fanned[0]:
                     new = list(compress(users, await self._dedup.unseen([(key, u) for u in users])))
                 else:
                     new = users
@@ -232,6 +224,8 @@ class Matcher:
     ) -> None:
         candidates: list[tuple[Sighting, ActiveAlert]] = []
         in_batch: set[tuple[str, str]] = set()
+        # Checked before the store: a pending pair leaves the set once recorded there.
+        pending = self._pending
         for sighting, alerts in hits:
             for alert in alerts:
                 if alert.expires_ms is not None and sighting.ts >= alert.expires_ms:
@@ -239,16 +233,11 @@ class Matcher:
                 if not self._policy.may_see(alert.status, sighting.user_id):
                     continue
                 pair = (alert.key, sighting.user_id)
-                if pair in in_batch:
+                if pair in in_batch or pair in pending:
                     result.duplicates += 1
                     continue
                 in_batch.add(pair)
                 candidates.append((sighting, alert))
-        if self._pending:  # checked before the store: a pair leaves it once recorded there
-            pending = self._pending
-            kept = [(s, a) for s, a in candidates if (a.key, s.user_id) not in pending]
-            result.duplicates += len(candidates) - len(kept)
-            candidates = kept
         if not candidates:
             return
         fresh = await self._dedup.unseen([(a.key, s.user_id) for s, a in candidates])
