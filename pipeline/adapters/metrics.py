@@ -16,6 +16,12 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Location -> card: finer below the 100 ms objective, so that its quantiles near the
+# objective are read off within 10-25 ms, not interpolated across 50-100 ms.
+CARD_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.2,
+    0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
 
 
 class Metrics:
@@ -92,7 +98,7 @@ class Metrics:
         self.e2e_latency = Histogram(
             "alertfeed_location_to_card_seconds",
             "From a location event's timestamp to its card being acknowledged by the broker.",
-            buckets=LATENCY_BUCKETS,
+            buckets=CARD_LATENCY_BUCKETS,
             registry=r,
         )
         self.alerts_preparing = Gauge(
