@@ -18,10 +18,13 @@ pacing ones, with their defaults:
 * ``match.alert_batch_size`` / ``match.alert_batch_within_s`` (16 / 0.05 s): an alerts batch;
 * ``match.fanout_hold_chunks`` (10): fan-out chunks per hold of the carding lock;
 * ``match.fanout_retry_s`` (1 s): pause before an interrupted fan-out starts over;
+* ``match.fanout_poll_s`` (0.2 s): how often a worker looks for alerts to fan out over its
+  partitions (one round trip when nothing changed);
 * ``match.retry_max_backoff_s`` (30 s): backoff cap while Kafka or Redis is down;
 * ``match.expiry_check_s`` (5 s): how often alerts due to expire are expired;
 * ``match.index_recheck_s`` (5 s): how often the worker's index replica compares itself
-  with Redis even when no change was counted;
+  with Redis even when no change was counted, and the fan-outs read again which of them
+  Redis records finished;
 * ``metrics.gauge_interval_s`` (5 s): how often the gauges (consumer lag included) are read;
 * ``kafka.commit_interval_s`` (1 s) and ``kafka.session_timeout_s`` (10 s): consumer group.
 """
@@ -179,21 +182,29 @@ class MatchSettings(BaseModel):
     # batch only bounds how many the agent takes (and acknowledges) at a time.
     alert_batch_size: int = Field(default=16, ge=1)
     alert_batch_within_s: float = Field(default=0.05, gt=0)
-    # Fan-out chunks (10,000 users each) per hold of the carding lock: a location batch
-    # waits at most about this many chunks' time while a state-wide fan-out runs.
+    # Users per fan-out chunk (one publish, one dedup record), and chunks per hold of the
+    # carding lock: a location batch waits at most about this many chunks' time while a
+    # state-wide fan-out runs.
+    fanout_chunk: int = Field(default=10_000, ge=1)
     fanout_hold_chunks: int = Field(default=10, ge=1)
     # Pause before a fan-out interrupted by a Redis failure starts over.
     fanout_retry_s: float = Field(default=1.0, ge=0)
+    # How often each worker looks for installed alerts whose fan-out over its partitions
+    # is not finished (a new alert, a partition gained): a new alert reaches the workers
+    # that did not install it within this (the one that did starts at once).
+    fanout_poll_s: float = Field(default=0.2, gt=0)
     # Cap of the exponential backoff (from 0.1 s, doubling) while Kafka or Redis is down.
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, ge=0)
-    freshness_s: float = Field(default=1800.0, gt=0)
+    # At most about 12 days: presence records a sighting's time in 30 bits of ms.
+    freshness_s: float = Field(default=1800.0, gt=0, le=1_073_741.0)
     # Users whose presence place the worker remembers, to skip rewriting it (0: off).
     presence_known_users: int = Field(default=1_000_000, ge=0)
     expiry_check_s: float = Field(default=5.0, gt=0)
     # The worker's in-process replica of the alert index follows every counted change at
     # its next batch; it also compares itself with Redis this often, for a change whose
     # count was lost (a writer cut off between change and count) or a record Redis expired.
+    # The fan-outs read their finished records from Redis again as often.
     index_recheck_s: float = Field(default=5.0, gt=0)
     max_vertices: int = Field(default=500_000, ge=3)
     max_shapes: int = Field(default=1_000, ge=1)

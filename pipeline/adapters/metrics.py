@@ -144,8 +144,15 @@ class Metrics:
         )
         self.fanout_duration = Histogram(
             "alertfeed_fanout_duration_seconds",
-            "Time to fan one alert out to the users already inside its area.",
+            "Time to fan one alert out to the users of one partition already inside its area.",
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.fanouts = Counter(
+            "alertfeed_fanouts_total",
+            "Fan-outs of an alert over one partition, by outcome: done (every present user "
+            "carded), stopped (the alert was cancelled or replaced, or the partition went).",
+            ["outcome"],
             registry=r,
         )
         self.consumer_lag = Gauge(

@@ -186,11 +186,14 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Sighting:
-    """A user seen in an H3 cell (at the index resolution) at event time ``ts``."""
+    """A user seen in an H3 cell (at the index resolution) at event time ``ts``, as read
+    from ``partition`` of the locations topic (the partition that owns the user's presence
+    and dedup records: the topic is keyed by user)."""
 
     user_id: str
     cell: int
     ts: int
+    partition: int = 0
 
 
 @dataclass(frozen=True, slots=True)

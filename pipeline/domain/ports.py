@@ -104,34 +104,67 @@ class CellIndex(Protocol):
         One round trip to the store for the whole sequence. Raises IndexNotBuilt when the
         store lost its contents, so that no location is matched against a partial index."""
 
+    async def installed(self) -> list[tuple[ActiveAlert, frozenset[int]]]:
+        """Every installed alert with its cover, as current as :meth:`alerts_at` (what the
+        presence fan-outs of each worker follow). Raises IndexNotBuilt as it does."""
+
 
 class DedupStore(Protocol):
-    """Memory of which (alert, user) pairs already got their card."""
+    """Memory of which (alert, user) pairs already got their card, and of which fan-outs
+    finished.
 
-    async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        """For each ``(alert_key, user_id)``, True when no card was recorded for it."""
+    Records are kept per partition of the locations topic, the partition the user's
+    events come from: the worker that owns a partition is the one that checks and records
+    its users (a location batch and a fan-out chunk alike), so an adapter may answer from
+    what it holds in process for the partitions it was told it owns (:meth:`own`)."""
+
+    async def unseen(
+        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+    ) -> list[bool]:
+        """For each ``(alert_key, user_id)`` of the user's ``partition``, True when no card
+        was recorded for it."""
 
     async def mark_seen(
-        self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        expires_at_ms: Sequence[int],
     ) -> int:
-        """Record the pairs; each record may be forgotten after its ``expires_at_ms``.
-        Returns how many pairs were not recorded before."""
+        """Record the pairs (each of the user's partition); each record may be forgotten
+        after its ``expires_at_ms``. Returns how many pairs were not recorded before."""
 
-    async def cards_of(self, alert_key: str) -> int:
-        """How many users have a recorded card of ``alert_key``."""
+    def own(self, partitions: frozenset[int]) -> None:
+        """This worker owns ``partitions`` of the locations topic from now on: what it held
+        of the others may have changed elsewhere meanwhile, and is forgotten."""
+
+    async def fanned_out(self, alert_key: str, version: int) -> frozenset[int]:
+        """The partitions whose fan-out of ``alert_key`` at ``version`` finished."""
+
+    async def mark_fanned_out(
+        self, alert_key: str, version: int, partitions: Sequence[int], keep_until_ms: int
+    ) -> None:
+        """Record that the fan-out of ``alert_key`` at ``version`` finished for
+        ``partitions`` (call once its cards are acknowledged and recorded); the record may
+        be forgotten after ``keep_until_ms``."""
 
 
 class PresenceStore(Protocol):
-    """Each active user's last known cell, fresh within a window, in bounded memory."""
+    """Each active user's last known cell, fresh within a window, in bounded memory, held
+    under the partition of the locations topic the user's events come from."""
 
     async def record(self, sightings: Sequence[Sighting]) -> None:
-        """Remember each user's latest sighting (older sightings never replace newer ones
-        within one call; across calls the last write wins)."""
+        """Remember each user's latest sighting under its partition (older sightings never
+        replace newer ones within one call; across calls the last write wins)."""
 
     def present_in(
-        self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
+        self,
+        cover: frozenset[int],
+        since_ms: int,
+        partitions: frozenset[int] | None,
+        chunk: int = 10_000,
     ) -> AsyncIterator[list[str]]:
-        """The ids of the users whose latest sighting at or after ``since_ms`` lies in
+        """The ids of the users of ``partitions`` (None: of every partition, where the
+        store can tell them) whose latest sighting at or after ``since_ms`` lies in
         ``cover`` (a compact cell set no finer than the index resolution), in chunks of at
         most ``chunk`` so that a state-wide alert never holds millions in memory. Each user
         comes once, except that a user who moves while the store is read may come twice

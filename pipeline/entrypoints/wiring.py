@@ -67,9 +67,12 @@ def make_runtime(
     reach: ReachTracker | None = None,
     alert_log: Callable[[], list[RawEvent]] | None = None,
     prepare: Prepare | None = None,
+    fan_out_inline: bool = True,
 ) -> WorkerRuntime:
     """The application service as the worker and the offline replay both run it, paced
-    by the settings (retry backoff, fan-out holds and retries)."""
+    by the settings (retry backoff, fan-out holds and retries). The worker runs the
+    fan-outs on a task of their own (``fan_out_inline=False``); the offline replay has
+    each alert's fan-out done before the next event."""
     matcher, ingest = services
     m = settings.match
     return WorkerRuntime(
@@ -84,6 +87,8 @@ def make_runtime(
         max_backoff_s=m.retry_max_backoff_s,
         fanout_hold_chunks=m.fanout_hold_chunks,
         fanout_retry_s=m.fanout_retry_s,
+        fanout_recheck_s=m.index_recheck_s,
+        fan_out_inline=fan_out_inline,
     )
 
 
@@ -141,6 +146,7 @@ def make_services(
         freshness_ms=freshness_ms(settings),
         clock_ms=clock_ms,
         concurrently=at_once,
+        fanout_chunk=settings.match.fanout_chunk,
     )
     return matcher, AlertIngest(index, policy, make_coverer(settings), clock_ms)
 

@@ -65,6 +65,7 @@ def run_worker(settings: Settings) -> None:
         reach=reach,
         alert_log=partial(read_alert_log, settings),
         prepare=preparation.prepare,
+        fan_out_inline=False,
     )
     app = create_app(settings, runtime)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)

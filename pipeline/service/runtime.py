@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -27,7 +27,6 @@ from pipeline.adapters.metrics import Metrics
 from pipeline.domain.lifecycle import AlertIngest, PreparedAlert
 from pipeline.domain.ports import Sink
 from pipeline.domain.records import RawEvent
-from pipeline.domain.targeting.cards import ActiveAlert
 from pipeline.domain.targeting.deadletter import dead_letter
 from pipeline.domain.targeting.matching import Matcher, MatchResult
 from pipeline.errors import (
@@ -37,6 +36,7 @@ from pipeline.errors import (
     InfrastructureError,
     InternalFailure,
 )
+from pipeline.service.fanout import PresenceFanOut
 from pipeline.service.reach import ReachTracker
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class WorkerRuntime:
 
     The pacing keywords are settings (pipeline.settings.MatchSettings, same defaults):
     ``max_backoff_s`` is ``retry_max_backoff_s``, ``fanout_hold_chunks`` and
-    ``fanout_retry_s`` have their names there."""
+    ``fanout_retry_s`` have their names there, ``fanout_recheck_s`` is ``index_recheck_s``."""
 
     def __init__(
         self,
@@ -85,6 +85,9 @@ class WorkerRuntime:
         prepare: Prepare | None = None,
         fanout_hold_chunks: int = 10,
         fanout_retry_s: float = 1.0,
+        fanout_recheck_s: float = 5.0,
+        partitions: frozenset[int] | None = None,
+        fan_out_inline: bool = True,
     ) -> None:
         self.clock_ms = clock_ms
         # Off the event loop: a child process under a CPU budget in the worker
@@ -105,11 +108,23 @@ class WorkerRuntime:
         self.metrics = metrics
         self.sink = sink
         self._max_backoff_s = max_backoff_s
-        # Fan-out chunks per hold of the carding lock, and the pause before an interrupted
-        # fan-out starts over.
-        self._fanout_hold_chunks = fanout_hold_chunks
-        self._fanout_retry_s = fanout_retry_s
         self.reach = reach
+        # False: the fan-outs run on their own task (fan_outs.run, the worker's), which an
+        # install only wakes, so that the alerts agent takes the next message (a Cancel)
+        # meanwhile. True: an install runs them before it returns (the offline replay).
+        self._fan_out_inline = fan_out_inline
+        self.fan_outs = PresenceFanOut(
+            matcher,
+            ingest.index,
+            metrics,
+            carding=self._carding,
+            retrying=self._retrying,
+            publish=self._publish,
+            hold_chunks=fanout_hold_chunks,
+            retry_s=fanout_retry_s,
+            recheck_s=fanout_recheck_s,
+            partitions=partitions,
+        )
         # Cover size per alert installed by this worker (alertfeed_cover_cells); bounded by
         # the number of active alerts, pruned in refresh_gauges.
         self._cover_cells: dict[str, int] = {}
@@ -272,9 +287,14 @@ class WorkerRuntime:
         )
         await self._retrying("gauges", self.refresh_gauges)
         if applied.alert is not None:
-            await self._fan_out(applied.alert, applied.cells)
+            # This worker's own partitions at once; every other worker's follow within
+            # its fan-out poll.
+            if self._fan_out_inline:
+                await self.fan_out_due()
+            else:
+                self.fan_outs.wake()
         # Only now is the event no longer owed: a worker that dies before this line leaves
-        # it owed, and the redelivered message announces and fans out again.
+        # it owed, and the redelivered message announces it again.
         await self._retrying("alert announced", lambda: self.ingest.announced(applied))
 
     async def _announce(self, event: dict[str, Any]) -> None:
@@ -283,49 +303,14 @@ class WorkerRuntime:
         self.metrics.lifecycle.labels(event["state"]).inc()
         self.metrics.events_out.labels("lifecycle").inc()
 
-    async def _fan_out(self, alert: ActiveAlert, cells: frozenset[int]) -> None:
-        """Card the users already inside a newly issued or grown alert."""
-        started = time.perf_counter()
-        counts = [0, 0]  # present, cards
-        while True:
-            try:
-                chunks = aiter(self.matcher.fan_out(alert, cells))
-                while await self._fan_out_some(chunks, counts):
-                    pass  # location batches get the carding lock between holds
-                break
-            except InfrastructureError as exc:
-                # Start over: users already carded are deduplicated on the second pass.
-                self.metrics.infra_retries.labels("redis").inc()
-                log.warning("fan-out interrupted, restarting error=%s", exc)
-                await asyncio.sleep(self._fanout_retry_s)
-        self.metrics.fanout_duration.observe(time.perf_counter() - started)
-        log.info("fan-out done present=%d cards=%d", *counts)
+    # -- fan-out -------------------------------------------------------------------------
+    def own(self, partitions: frozenset[int]) -> None:
+        """The partitions of the locations topic this worker owns from now on."""
+        self.fan_outs.own(partitions)
 
-    async def _fan_out_some(self, chunks: AsyncIterator[MatchResult], counts: list[int]) -> bool:
-        """Up to ``fanout_hold_chunks`` chunks under one hold of the carding lock; False when the
-        fan-out is done. A chunk is prepared (presence read, dedup check, cards encoded)
-        while the previous one's acknowledgements arrive: the chunks of one fan-out hold
-        distinct users, so the overlap cannot card anyone twice. Nothing is left in
-        flight when the lock is released."""
-        async with self._carding:
-            publishing: asyncio.Future[None] | None = None
-            try:
-                for _ in range(self._fanout_hold_chunks):
-                    result = await anext(chunks, None)
-                    if publishing is not None:
-                        await publishing
-                        publishing = None
-                    if result is None:
-                        return False
-                    publishing = asyncio.ensure_future(
-                        self._retrying("fan-out publish", lambda r=result: self._publish(r))  # type: ignore[misc]
-                    )
-                    counts[0] += result.locations
-                    counts[1] += len(result.cards)
-                return True
-            finally:
-                if publishing is not None:
-                    await publishing
+    async def fan_out_due(self) -> None:
+        """Every due fan-out of this worker's partitions (:class:`PresenceFanOut`)."""
+        await self.fan_outs.due()
 
     async def on_tick(self) -> None:
         """Periodic work: expire alerts whose time has come (event: ``expired``)."""

@@ -1,34 +1,51 @@
-"""Benchmark: presence fan-out of a state-wide alert over N present users (default 1M).
+"""Benchmark: the presence fan-out of a state-wide alert, carded by one worker and then by
+two together, and what presence and dedup cost in Redis.
 
-N users are placed at random points inside Texas and recorded in the Redis presence store,
-as the worker does for location events. Then the worker's own code path runs on the real
-Redis and Kafka: ``AlertIngest`` installs a CAP state-wide AMBER Alert for SAME 048000
-(cover at resolution 10) and ``WorkerRuntime`` fans it out, publishing every card and
-waiting for the broker's acknowledgements. The measured path starts from the alert's
-bytes with the Texas cover in the cover cache, as deployed workers have every state
-(``alertfeed covers warm --states``); the cold cover time is reported beside it.
+N users (default 1,000,000) are placed at random points inside Texas and recorded in the
+Redis presence store under their partition of the locations topic (6 partitions), as
+workers do for location events. Then each worker is a process of its own, running the
+worker's code on the real Redis and Kafka (``WorkerRuntime`` with its share of the
+partitions; the fan-out is ``PresenceFanOut``): the first worker prepares the CAP
+state-wide AMBER Alert for SAME 048000 from its bytes (cover at resolution 10, from the
+cover cache, as deployed workers have every state warmed), installs it and fans it out
+over its partitions; the others learn of it as workers do, by polling the index every
+``match.fanout_poll_s``, and fan out over theirs. Measured: from the alert's bytes to the
+last card acknowledged by the broker, on whichever worker finishes last.
 
-Baseline, same run: publishing N messages of the same size through the same sink and
-waiting for their acknowledgements, i.e. the cost of the output alone.
+Baseline, same run: publishing as many messages of the cards' size through the same sink
+from one process, waiting for the acknowledgements: the cost of the output alone.
 
-Target (issue 4): all cards of 1,000,000 present users within 10 s on the 2-core machine.
+Memory, from ``INFO memory`` (``used_memory``) deltas: presence per present user (beside
+the same users as fields of one plain hash with 8-byte values, the least Redis can hold
+them in), and dedup per card (beside one plain set member per card, the previous layout).
+
+Then 5,000,000 users spread over the lower 48 states and a three-state alert (Texas,
+Oklahoma, Louisiana) with two workers; the cards are checked against shapely's count of
+the users inside.
+
+Targets (issue 13): 1 M users carded in <= 5 s, ratio <= 1.5 to the sink; a second worker
+never slower; <= 100 B per present user, <= 32 B per card.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import multiprocessing
 import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import h3.api.basic_int as h3i
 import numpy as np
 import shapely
 
+from pipeline.adapters.census import CensusGazetteer
 from pipeline.adapters.kafka.sink import ConfluentSink
 from pipeline.adapters.kafka.tools import ensure_topics
 from pipeline.adapters.metrics import Metrics
@@ -48,12 +65,14 @@ from pipeline.settings import (
     Settings,
     TopicSettings,
 )
-from tests.bench.bench_cover import texas_polygons
 from tests.bench.common import Report, print_report
 from tests.support.factories import make_cap_xml
 
 SENDER = "amber@bench.alertfeed.example"
 WINDOW_MS = 30 * 60_000
+PARTITIONS = 6
+CARD_BYTES = 1400
+TEXAS, OKLAHOMA, LOUISIANA = "48", "40", "22"
 
 
 class CountingSink:
@@ -69,11 +88,17 @@ class CountingSink:
         await self.inner.publish(topic, records)
 
 
-def texas_points(n: int, seed: int) -> list[tuple[float, float]]:
+def state_shape(*fips: str) -> Any:
+    gazetteer = CensusGazetteer()
+    polygons = [p for f in fips for p in gazetteer.state(f) or ()]
     shape = shapely.union_all(
-        [shapely.Polygon([(lon, lat) for lat, lon in p.exterior]) for p in texas_polygons()]
+        [shapely.Polygon([(lon, lat) for lat, lon in p.exterior]) for p in polygons]
     )
     shapely.prepare(shape)
+    return shape
+
+
+def points_in(shape: Any, n: int, seed: int) -> list[tuple[float, float]]:
     min_lon, min_lat, max_lon, max_lat = shape.bounds
     rng = np.random.default_rng(seed)
     out: list[tuple[float, float]] = []
@@ -83,6 +108,10 @@ def texas_points(n: int, seed: int) -> list[tuple[float, float]]:
         inside = shapely.contains_xy(shape, lons, lats)
         out.extend(zip(lats[inside].tolist(), lons[inside].tolist(), strict=True))
     return out[:n]
+
+
+def partition_of(user: str) -> int:
+    return zlib.crc32(user.encode()) % PARTITIONS
 
 
 def settings_for(bootstrap: str, redis_url: str, cover_cache: Path) -> Settings:
@@ -98,92 +127,265 @@ def settings_for(bootstrap: str, redis_url: str, cover_cache: Path) -> Settings:
             interstitials=f"b{uid}.interstitials",
             lifecycle=f"b{uid}.lifecycle",
             dlq=f"b{uid}.dlq",
-            partitions=6,
+            partitions=PARTITIONS,
         ),
         policy=PolicySettings(allowed_senders=[SENDER]),
     )
 
 
-async def _produce_baseline(sink: ConfluentSink, n: int, size: int) -> float:
-    payload = b"x" * size
-    started = time.perf_counter()
-    for start in range(0, n, 10_000):
-        await sink.publish(
-            "dlq", [(f"user-{i}".encode(), payload) for i in range(start, min(n, start + 10_000))]
-        )
-    return time.perf_counter() - started
+async def used_memory(settings: Settings) -> int:
+    client = redis_client(settings.redis.url, password=None, socket_timeout_s=30)
+    try:
+        return int((await client.info("memory"))["used_memory"])
+    finally:
+        await client.aclose()
 
 
-async def _bench(settings: Settings, users: int) -> dict[str, float]:
+async def record_presence(settings: Settings, points: Sequence[tuple[float, float]]) -> None:
+    client = redis_client(settings.redis.url, password=None, socket_timeout_s=30)
+    presence = RedisPresenceStore(client, prefix=settings.redis.key_prefix, window_ms=WINDOW_MS)
+    rng = np.random.default_rng(7)
+    now = now_ms()
+    try:
+        await RedisCellIndex(client, prefix=settings.redis.key_prefix, resolution=10).mark_built()
+        for start in range(0, len(points), 20_000):
+            chunk = points[start : start + 20_000]
+            ages = rng.integers(0, 600_000, len(chunk)).tolist()
+            sightings = []
+            for i, (lat, lon) in enumerate(chunk, start):
+                user = f"user-{i:07d}"
+                cell = h3i.latlng_to_cell(lat, lon, 10)
+                sightings.append(Sighting(user, cell, now - ages[i - start], partition_of(user)))
+            sightings.sort(key=lambda s: s.ts)
+            await presence.record(sightings)
+    finally:
+        await client.aclose()
+
+
+async def plain_layouts(settings: Settings, n: int) -> tuple[float, float]:
+    """Bytes per user of the same ids as fields of one plain hash (8-byte values), and as
+    members of one plain set: the least Redis holds them in, measured here."""
+    client = redis_client(settings.redis.url, password=None, socket_timeout_s=30)
+    hash_key, set_key = (
+        f"{settings.redis.key_prefix}:plain:h",
+        f"{settings.redis.key_prefix}:plain:s",
+    )
+    try:
+        sizes = []
+        for key, command in ((hash_key, "HSET"), (set_key, "SADD")):
+            before = int((await client.info("memory"))["used_memory"])
+            for start in range(0, n, 10_000):
+                ids = [f"user-{i:07d}" for i in range(start, min(n, start + 10_000))]
+                if command == "HSET":
+                    await client.hset(key, mapping={u: b"\0" * 8 for u in ids})
+                else:
+                    await client.sadd(key, *ids)
+            sizes.append((int((await client.info("memory"))["used_memory"]) - before) / n)
+            await client.delete(key)
+        return sizes[0], sizes[1]
+    finally:
+        await client.aclose()
+
+
+# -- one worker process --------------------------------------------------------------------
+def _worker(settings_json: str, partitions: list[int], installs: bool, conn: Connection) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    conn.send(asyncio.run(_work(settings, frozenset(partitions), installs, conn)))
+
+
+async def _work(
+    settings: Settings, owned: frozenset[int], installs: bool, conn: Connection
+) -> dict[str, float]:
     client = redis_client(settings.redis.url, password=None, socket_timeout_s=30)
     prefix = settings.redis.key_prefix
     presence = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW_MS)
     index = RedisCellIndex(client, prefix=prefix, resolution=10)
     dedup = RedisDedupStore(client, prefix=prefix)
-    await index.mark_built()
-    now = now_ms()
-    points = texas_points(users, seed=48)
-    for start in range(0, users, 20_000):
-        await presence.record(
-            [
-                Sighting(
-                    f"user-{i:07d}",
-                    h3i.latlng_to_cell(lat, lon, 10),
-                    now - random.randrange(600_000),
-                )
-                for i, (lat, lon) in enumerate(points[start : start + 20_000], start)
-            ]
-        )
     matcher, ingest = make_services(settings, index, dedup, presence, now_ms)
     sink = CountingSink(ConfluentSink(settings))
+    runtime = WorkerRuntime(matcher, ingest, Metrics(), sink, partitions=owned)
+    runtime.own(owned)
+    loop = asyncio.get_running_loop()
     try:
-        runtime = WorkerRuntime(matcher, ingest, Metrics(), sink)
-        cap = make_cap_xml(sender=SENDER, geocodes=[("SAME", "048000")])
-        loop = asyncio.get_running_loop()
-        # Cold: the first Texas alert a worker ever sees computes the cover (and caches
-        # it). Deployed workers have every state warmed (`alertfeed covers warm --states`).
-        started = time.perf_counter()
-        await loop.run_in_executor(None, ingest.prepare, cap)
-        cold_cover = time.perf_counter() - started
-        started = time.perf_counter()
-        [item] = await loop.run_in_executor(None, ingest.prepare, cap)
-        covered = time.perf_counter()
-        applied = await ingest.apply(item)
-        assert applied is not None and applied.alert is not None
-        installed = time.perf_counter()
-        await runtime._fan_out(applied.alert, applied.cells)
-        done = time.perf_counter()
-        cards = sink.cards
-        baseline = await _produce_baseline(sink.inner, users, 1400)
+        before = {a.key for a, _ in await index.installed()}  # earlier runs' alerts
+        conn.send("ready")
+        cap: bytes = conn.recv()
+        figures: dict[str, float] = {}
+        if installs:
+            started = time.perf_counter()
+            [item] = await loop.run_in_executor(None, ingest.prepare, cap)
+            figures["cover_s"] = time.perf_counter() - started
+            applied = await ingest.apply(item)
+            assert applied is not None and applied.alert is not None
+            figures["install_s"] = time.perf_counter() - started - figures["cover_s"]
+            installed_memory = int((await client.info("memory"))["used_memory"])
+            await runtime.fan_out_due()
+            memory = int((await client.info("memory"))["used_memory"])
+            figures["fan_out_memory"] = memory - installed_memory
+        else:
+            poll_s = settings.match.fanout_poll_s
+            while True:  # as the worker's fan-out task does, between its polls
+                new = [a for a, _ in await index.installed() if a.key not in before]
+                if new and owned <= await matcher.fanned_out(new[0]):
+                    break
+                await runtime.fan_out_due()
+                if not new:
+                    await asyncio.sleep(poll_s)
+        figures["done_wall"] = time.time()
+        figures["cards"] = sink.cards
+        return figures
     finally:
         sink.inner.close()
         await client.aclose()
-    if cards != users:
-        raise AssertionError(f"fan-out emitted {cards} cards for {users} present users")
+
+
+def fan_out_with(settings: Settings, cap: bytes, workers: int) -> dict[str, Any]:
+    """The fan-out of ``cap`` by ``workers`` processes, the partitions dealt round robin."""
+    context = multiprocessing.get_context("spawn")
+    shares = [list(range(PARTITIONS))[i::workers] for i in range(workers)]
+    pipes, processes = [], []
+    for i, share in enumerate(shares):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_worker, args=(settings.model_dump_json(), share, i == 0, theirs), daemon=True
+        )
+        process.start()
+        pipes.append(ours)
+        processes.append(process)
+    for pipe in pipes:
+        assert pipe.recv() == "ready"
+    started = time.time()
+    for pipe in pipes:
+        pipe.send(cap)
+    results = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join(30)
     return {
-        "cold_cover_s": cold_cover,
-        "cover_s": covered - started,
-        "install_s": installed - covered,
-        "fanout_s": done - installed,
-        "total_s": done - started,
-        "baseline_s": baseline,
+        "total_s": max(r["done_wall"] for r in results) - started,
+        "cover_s": results[0]["cover_s"],
+        "install_s": results[0]["install_s"],
+        "cards": [int(r["cards"]) for r in results],
+        "fan_out_memory": results[0]["fan_out_memory"],
     }
+
+
+async def sink_baseline(settings: Settings, n: int) -> float:
+    sink = ConfluentSink(settings)
+    payload = b"x" * CARD_BYTES
+    try:
+        started = time.perf_counter()
+        for start in range(0, n, 10_000):
+            await sink.publish(
+                "dlq",
+                [(f"user-{i}".encode(), payload) for i in range(start, min(n, start + 10_000))],
+            )
+        return time.perf_counter() - started
+    finally:
+        sink.close()
+
+
+def warm_cover(settings: Settings, cap: bytes) -> float:
+    """The cold cover of ``cap`` (computed once and cached, as ``alertfeed covers warm``)."""
+    client = redis_client(settings.redis.url, password=None, socket_timeout_s=30)
+    prefix = settings.redis.key_prefix
+    _, ingest = make_services(
+        settings,
+        RedisCellIndex(client, prefix=prefix, resolution=10),
+        RedisDedupStore(client, prefix=prefix),
+        RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW_MS),
+        now_ms,
+    )
+    started = time.perf_counter()
+    ingest.prepare(cap)
+    return time.perf_counter() - started
+
+
+def statewide(*fips: str) -> bytes:
+    return make_cap_xml(sender=SENDER, geocodes=[("SAME", f"0{f}000") for f in fips])
 
 
 def run(report: Report, bootstrap: str, redis_url: str, users: int = 1_000_000) -> None:
     with tempfile.TemporaryDirectory() as cover_cache:
         settings = settings_for(bootstrap, redis_url, Path(cover_cache))
         ensure_topics(settings)
-        figures = asyncio.run(_bench(settings, users))
+        _run_texas(report, settings, users)
+        big = settings_for(bootstrap, redis_url, Path(cover_cache))
+        ensure_topics(big)
+        _run_three_states(report, big, users * 5)
+
+
+def _run_texas(report: Report, settings: Settings, users: int) -> None:
+    points = points_in(state_shape(TEXAS), users, seed=48)
+    before = asyncio.run(used_memory(settings))
+    asyncio.run(record_presence(settings, points))
+    per_user = (asyncio.run(used_memory(settings)) - before) / users
+    plain_hash, plain_set = asyncio.run(plain_layouts(settings, users))
+    cold = warm_cover(settings, statewide(TEXAS))
+    baseline = asyncio.run(sink_baseline(settings, users))
+
+    one = fan_out_with(settings, statewide(TEXAS), workers=1)
+    per_card = one["fan_out_memory"] / max(1, sum(one["cards"]))
+    two = fan_out_with(settings, statewide(TEXAS), workers=2)
+    for figures in (one, two):
+        if sum(figures["cards"]) != users:
+            raise AssertionError(f"{figures['cards']} cards for {users} present users")
+    for name, figures in (("one worker", one), ("two workers", two)):
+        report(
+            f"fan-out of a Texas-wide alert to {users:,} present users, {name} (alert bytes "
+            f"to last card acked: cached cover {figures['cover_s']:.1f} s + index write "
+            f"{figures['install_s']:.1f} s + fan-out; cards per worker {figures['cards']}; "
+            f"a cold cover adds {cold - figures['cover_s']:.1f} s)",
+            figures["total_s"],
+            "s",
+            f"publish+ack of {users:,} {CARD_BYTES / 1000:.1f} kB messages through the same sink",
+            baseline,
+        )
     report(
-        f"fan-out of a Texas-wide alert to {users:,} present users (issue to last card acked: "
-        f"cached cover {figures['cover_s']:.1f} s + index write {figures['install_s']:.1f} s "
-        f"+ fan-out {figures['fanout_s']:.1f} s; a cold cover adds "
-        f"{figures['cold_cover_s'] - figures['cover_s']:.1f} s)",
-        figures["total_s"],
+        "two workers against one, same fan-out",
+        two["total_s"],
         "s",
-        f"publish+ack of {users:,} 1.4 kB messages through the same sink",
-        figures["baseline_s"],
+        "one worker",
+        one["total_s"],
+    )
+    report(
+        f"Redis per present user ({users:,} users, INFO used_memory delta)",
+        per_user,
+        "B",
+        "the same ids as fields of one plain hash, 8-byte values",
+        plain_hash,
+    )
+    report(
+        "Redis per card recorded (dedup: INFO used_memory delta over the one-worker fan-out, "
+        "after the install)",
+        per_card,
+        "B",
+        "one plain set member per card (the ids)",
+        plain_set,
+    )
+
+
+def _run_three_states(report: Report, settings: Settings, users: int) -> None:
+    lower_48 = [c for c in CensusGazetteer().state_codes() if int(c) < 57 and c not in ("02", "15")]
+    points = points_in(state_shape(*lower_48), users, seed=50)
+    asyncio.run(record_presence(settings, points))
+    three = state_shape(TEXAS, OKLAHOMA, LOUISIANA)
+    lats, lons = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    inside = int(shapely.contains_xy(three, lons, lats).sum())
+    cap = statewide(TEXAS, OKLAHOMA, LOUISIANA)
+    warm_cover(settings, cap)
+    baseline = asyncio.run(sink_baseline(settings, inside))
+    two = fan_out_with(settings, cap, workers=2)
+    cards = sum(two["cards"])
+    if abs(cards - inside) > max(10, inside // 1000):  # the cover's edge: ~75 m
+        raise AssertionError(f"{cards} cards, {inside} users inside by shapely")
+    report(
+        f"fan-out of a three-state alert (TX, OK, LA) to the {cards:,} present users inside, "
+        f"of {users:,} over the lower 48, two workers (cards per worker {two['cards']}; "
+        f"shapely counts {inside:,} inside)",
+        two["total_s"],
+        "s",
+        f"publish+ack of {inside:,} {CARD_BYTES / 1000:.1f} kB messages through the same sink",
+        baseline,
     )
 
 

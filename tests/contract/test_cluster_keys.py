@@ -88,12 +88,15 @@ def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(  # no
         [hits] = await ReplicatedCellIndex(index).alerts_at([austin])
         assert [(a.key, a.version) for a in hits] == [(ALERT, 2)]
 
-        users = [u async for chunk in presence.present_in(cover, now - WINDOW) for u in chunk]
+        mine = frozenset({0})
+        users = [u async for c in presence.present_in(cover, now - WINDOW, mine) for u in c]
         assert users == ["u1"]
         pairs = [(ALERT, u) for u in users]
-        assert await dedup.unseen(pairs) == [True]
-        assert await dedup.mark_seen(pairs, [expires]) == 1
-        assert await dedup.unseen(pairs) == [False]
+        assert await dedup.unseen(pairs, [0]) == [True]
+        assert await dedup.mark_seen(pairs, [0], [expires]) == 1
+        assert await dedup.unseen(pairs, [0]) == [False]
+        await dedup.mark_fanned_out(ALERT, 2, [0], expires)
+        assert await dedup.fanned_out(ALERT, 2) == frozenset({0})
         assert await reach_store.add_cards({ALERT: 1}, now) == {ALERT: 1}
 
         await index.tombstone(ALERT, 3, expires)
@@ -126,6 +129,7 @@ def test_one_alerts_whole_path_keeps_every_key_single_slot_and_documented(  # no
     assert unused == []
 
     alert_keys = [k for k in keys if f"{{{ALERT}}}" in k]
-    assert len(alert_keys) == 6  # record, cover, tombstone, owed event, seen set, reach hash
+    # record, cover, tombstone, owed event, seen log, finished fan-outs, reach hash
+    assert len(alert_keys) == 7
     assert len({key_slot(k.encode()) for k in alert_keys}) == 1
     assert sum(1 for node_keys in keys_by_node.values() if node_keys) > 1

@@ -14,7 +14,8 @@ import pytest
 from pipeline.adapters.memory.dedup import MemoryDedupStore
 from pipeline.adapters.redis.dedup import RedisDedupStore
 
-Body = Callable[[Any], Awaitable[None]]
+# body(dedup, sibling): sibling() is another worker's store over the same records.
+Body = Callable[[Any, Callable[[], Any]], Awaitable[None]]
 Runner = Callable[[Body], None]
 
 
@@ -25,11 +26,16 @@ def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Runner
     def runner(body: Body) -> None:
         async def main() -> None:
             if request.param == "memory":
-                await body(MemoryDedupStore())
+                one = MemoryDedupStore()  # in process, one store is every worker's
+                await body(one, lambda: one)
                 return
             client = connect(request.param)
+            prefix = f"ct{uuid.uuid4().hex[:8]}"
             try:
-                await body(RedisDedupStore(client, prefix=f"ct{uuid.uuid4().hex[:8]}"))
+                await body(
+                    RedisDedupStore(client, prefix=prefix),
+                    lambda: RedisDedupStore(client, prefix=prefix),
+                )
             finally:
                 await client.aclose()
 
@@ -38,30 +44,69 @@ def run(request: pytest.FixtureRequest, connect: Callable[[str], Any]) -> Runner
     return runner
 
 
+FAR = 4_102_444_800_000  # 2100-01-01
+
+
 def test_dedup_remembers_pairs_independently(run: Runner) -> None:
-    async def body(dedup: Any) -> None:
+    async def body(dedup: Any, sibling: Callable[[], Any]) -> None:
         pairs = [("s|a1", "u1"), ("s|a1", "u2"), ("s|a2", "u1")]
-        assert await dedup.unseen(pairs) == [True, True, True]
-        far = 4_102_444_800_000  # 2100-01-01
-        await dedup.mark_seen([("s|a1", "u1")], [far])
-        assert await dedup.unseen(pairs) == [False, True, True]
+        assert await dedup.unseen(pairs, [0, 0, 0]) == [True, True, True]
+        assert await dedup.mark_seen([("s|a1", "u1")], [0], [FAR]) == 1
+        assert await dedup.unseen(pairs, [0, 0, 0]) == [False, True, True]
 
     run(body)
 
 
-def test_dedup_answers_in_order_and_counts_across_alerts_and_large_batches(run: Runner) -> None:
-    async def body(dedup: Any) -> None:
-        far = 4_102_444_800_000
+def test_dedup_answers_in_order_and_counts_across_alerts_partitions_and_large_batches(
+    run: Runner,
+) -> None:
+    async def body(dedup: Any, sibling: Callable[[], Any]) -> None:
         many = [("s|big", f"u{i}") for i in range(25_000)]  # more than one command's worth
-        assert await dedup.cards_of("s|big") == 0
-        assert await dedup.mark_seen(many[::3], [far] * len(many[::3])) == len(many[::3])
-        assert await dedup.mark_seen([("s|other", "u1")], [far]) == 1
-        assert await dedup.mark_seen(many[:7], [far] * 7) == 4  # u0, u3, u6 were recorded
-        assert await dedup.cards_of("s|big") == len(many[::3]) + 4
+        parts = [i % 4 for i in range(25_000)]  # a user's partition never changes
+        assert await dedup.mark_seen(many[::3], parts[::3], [FAR] * len(many[::3])) == len(
+            many[::3]
+        )
+        assert await dedup.mark_seen([("s|other", "u1")], [1], [FAR]) == 1
+        assert await dedup.mark_seen(many[:7], parts[:7], [FAR] * 7) == 4  # u0, u3, u6 were
         mixed = [("s|other", "u1"), *many, ("s|other", "u2"), ("s|none", "u0")]
         expected = [False] + [i % 3 != 0 and i >= 7 for i in range(25_000)] + [True, True]
-        assert await dedup.unseen(mixed) == expected
-        assert await dedup.unseen(many[6:10]) == [False, True, True, False]
-        assert await dedup.unseen([]) == []
+        assert await dedup.unseen(mixed, [1, *parts, 2, 0]) == expected
+        assert await dedup.unseen(many[6:10], parts[6:10]) == [False, True, True, False]
+        assert await dedup.unseen([], []) == []
+        # Counted once, however often and in whatever company a pair is recorded again.
+        assert await dedup.mark_seen(many[:12], parts[:12], [FAR] * 12) == 4  # u7 .. u11 - u9
+
+    run(body)
+
+
+def test_a_record_is_seen_by_the_next_owner_of_its_partition(run: Runner) -> None:
+    """Worker A cards users of partition 3, then loses it; worker B, which owned it
+    before and held its record, gains it back: B must see A's cards, not its old view."""
+
+    async def body(first: Any, sibling: Callable[[], Any]) -> None:
+        second = sibling()
+        second.own(frozenset({3}))
+        assert await second.unseen([("s|a", "u1")], [3]) == [True]  # B holds partition 3
+        second.own(frozenset())  # ... and loses it to A
+        first.own(frozenset({3}))
+        assert await first.mark_seen([("s|a", "u1"), ("s|a", "u2")], [3, 3], [FAR, FAR]) == 2
+        first.own(frozenset())
+        second.own(frozenset({3}))  # B gains it back
+        assert await second.unseen([("s|a", "u1"), ("s|a", "u3")], [3, 3]) == [False, True]
+        assert await second.mark_seen([("s|a", "u2"), ("s|a", "u3")], [3, 3], [FAR, FAR]) == 1
+
+    run(body)
+
+
+def test_finished_fan_outs_are_recorded_per_version_and_partition(run: Runner) -> None:
+    async def body(dedup: Any, sibling: Callable[[], Any]) -> None:
+        assert await dedup.fanned_out("s|a", 100) == frozenset()
+        await dedup.mark_fanned_out("s|a", 100, [0, 2], FAR)
+        await dedup.mark_fanned_out("s|a", 100, [2, 5], FAR)
+        await dedup.mark_fanned_out("s|a", 200, [1], FAR)
+        await dedup.mark_fanned_out("s|b", 100, [7], FAR)
+        assert await dedup.fanned_out("s|a", 100) == frozenset({0, 2, 5})
+        assert await dedup.fanned_out("s|a", 200) == frozenset({1})
+        assert await sibling().fanned_out("s|b", 100) == frozenset({7})
 
     run(body)

@@ -48,7 +48,8 @@ def cell(latlon: tuple[float, float]) -> int:
 
 
 async def present(store: Any, cover: frozenset[int], since: int) -> list[str]:
-    return sorted([u async for chunk in store.present_in(cover, since, 2) for u in chunk])
+    mine = frozenset({0})  # the partition a Sighting is of by default
+    return sorted([u async for chunk in store.present_in(cover, since, mine, 2) for u in chunk])
 
 
 def test_users_are_found_through_coarse_and_fine_cover_cells(run: Callable[[Body], None]) -> None:
@@ -95,7 +96,7 @@ def test_many_users_come_back_in_bounded_chunks(run: Callable[[Body], None]) -> 
         neighbours = sorted(h3i.grid_disk(base, 3))
         await store.record([Sighting(f"u{i}", c, now) for i, c in enumerate(neighbours)])
         area = frozenset({h3i.cell_to_parent(base, 6)})
-        chunks = [chunk async for chunk in store.present_in(area, now - WINDOW, 5)]
+        chunks = [chunk async for chunk in store.present_in(area, now - WINDOW, frozenset({0}), 5)]
         assert all(1 <= len(chunk) <= 5 for chunk in chunks)
         seen = [u for chunk in chunks for u in chunk]
         assert len(seen) == len(set(seen)) == len(neighbours)
@@ -139,5 +140,26 @@ def test_a_user_going_back_and_forth_is_found_where_it_was_sighted_last(
                 ["a", "b"] if here == AUSTIN else ["a"]
             )
             assert "a" not in await present(store, there, now - WINDOW)
+
+    run(body)
+
+
+def test_a_read_names_the_partitions_whose_users_it_wants(run: Callable[[Body], None]) -> None:
+    async def body(store: Any) -> None:
+        now = 4_000_000_000_000
+        await store.record(
+            [Sighting(f"u{p}", cell(AUSTIN), now, partition=p) for p in range(6)]
+            + [Sighting("far", cell(DALLAS), now, partition=2)]
+        )
+        austin = frozenset({h3i.cell_to_parent(cell(AUSTIN), 4)})
+
+        async def of(partitions: frozenset[int]) -> list[str]:
+            chunks = store.present_in(austin, now - WINDOW, partitions)
+            return sorted([u async for chunk in chunks for u in chunk])
+
+        assert await of(frozenset({2})) == ["u2"]
+        assert await of(frozenset({0, 3, 9})) == ["u0", "u3"]
+        assert await of(frozenset()) == []
+        assert await of(frozenset(range(6))) == [f"u{p}" for p in range(6)]
 
     run(body)

@@ -10,15 +10,18 @@ see it; others stay outside everything. During the run a worker is SIGKILLed eig
 (and restarted, as is any worker that exits by itself), the broker is crashed and
 restarted on its log directory once, and Redis is restarted once, empty. Kills during
 location streams land as soon as the victim has begun to consume; kills around alert
-messages land before the message arrives or once its handler is done with it (fan-out
-included) but has not yet committed it; test_crash_between_install_and_announcement
+messages land before the message arrives or once its handler is done with it but has not
+yet committed it, when the announcer's fan-outs may still be running (every worker fans
+each alert out over its own partitions; a fan-out killed midway is completed by the
+partition's next owner); test_crash_between_install_and_announcement
 kills a worker in between, after the index changed and before the announcement (a loss
 this test found: the lifecycle event is now owed until announced).
 
 Every phase ends on an observable outcome, never on a sleep: a lifecycle event on the
-lifecycle topic, the workers' /ready, their /metrics, and "drained" -- the group's
+lifecycle topic, the workers' /ready, their /metrics, "drained" -- the group's
 committed offsets at the end of the locations and alerts topics, which workers commit
-only after the batch's cards (and an alert's fan-out) were acknowledged. Alert messages
+only after the batch's cards were acknowledged -- and every installed alert's fan-out
+recorded finished on every partition (in Redis, after its cards were acknowledged). Alert messages
 are published only when the group is drained, so each location is known to have been
 matched against the cover that was active between two alert messages.
 

@@ -27,7 +27,7 @@ from pipeline.adapters.memory.index import MemoryCellIndex
 from pipeline.adapters.memory.presence import MemoryPresenceStore
 from pipeline.adapters.metrics import Metrics
 from pipeline.domain.lifecycle import PreparedAlert
-from pipeline.domain.ports import CellIndex, OutTopic, PresenceStore
+from pipeline.domain.ports import CellIndex, DedupStore, OutTopic, PresenceStore
 from pipeline.domain.records import RawEvent
 from pipeline.domain.targeting.cards import ActiveAlert
 from pipeline.entrypoints.wiring import make_services
@@ -144,6 +144,9 @@ class FlushableIndex:
     async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         return await self.store.alerts_at(cells)
 
+    async def installed(self) -> list[tuple[ActiveAlert, frozenset[int]]]:
+        return await self.store.installed()
+
 
 class BuggyExpiryIndex(MemoryCellIndex):
     """An index adapter with a bug: listing the alerts raises an exception that no adapter
@@ -168,10 +171,14 @@ class ChunkyPresence(MemoryPresenceStore):
         self.failures = failures
 
     async def present_in(
-        self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
+        self,
+        cover: frozenset[int],
+        since_ms: int,
+        partitions: frozenset[int] | None,
+        chunk: int = 10_000,
     ) -> AsyncIterator[list[str]]:
         first = True
-        async for users in super().present_in(cover, since_ms, chunk=2):
+        async for users in super().present_in(cover, since_ms, partitions, chunk=2):
             if not first and self.failures:
                 self.failures -= 1
                 raise IndexUnavailable("redis down mid-fan-out (test double)")
@@ -196,16 +203,53 @@ class AlertLog:
         return list(self.messages)
 
 
+class LosableDedup:
+    """The in-process dedup store behind a switch: :meth:`lose` drops every record (the
+    cards and the finished fan-outs), as a Redis FLUSHDB or a failover to an empty replica
+    does."""
+
+    def __init__(self) -> None:
+        self.store = MemoryDedupStore()
+
+    def lose(self) -> None:
+        self.store = MemoryDedupStore()
+
+    async def unseen(
+        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+    ) -> list[bool]:
+        return await self.store.unseen(pairs, partitions)
+
+    async def mark_seen(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        expires_at_ms: Sequence[int],
+    ) -> int:
+        return await self.store.mark_seen(pairs, partitions, expires_at_ms)
+
+    def own(self, partitions: frozenset[int]) -> None:
+        self.store.own(partitions)
+
+    async def fanned_out(self, alert_key: str, version: int) -> frozenset[int]:
+        return await self.store.fanned_out(alert_key, version)
+
+    async def mark_fanned_out(
+        self, alert_key: str, version: int, partitions: Sequence[int], keep_until_ms: int
+    ) -> None:
+        await self.store.mark_fanned_out(alert_key, version, partitions, keep_until_ms)
+
+
 # -- building and driving a runtime --------------------------------------------------------
 def build(
     sink: ListSink,
     *,
     index: CellIndex | None = None,
     presence: PresenceStore | None = None,
-    dedup: MemoryDedupStore | None = None,
+    dedup: DedupStore | None = None,
     alert_log: Callable[[], list[RawEvent]] | None = None,
     prepare: Callable[[bytes], Any] | None = None,
     max_backoff_s: float = SMALL_BACKOFF_S,
+    fanout_recheck_s: float = 5.0,
 ) -> WorkerRuntime:
     settings = Settings(
         policy=PolicySettings(allowed_senders=[TEST_SENDER], test_users=list(TEST_USERS)),
@@ -225,6 +269,7 @@ def build(
         sink,
         max_backoff_s=max_backoff_s,
         fanout_retry_s=SMALL_BACKOFF_S,
+        fanout_recheck_s=fanout_recheck_s,
         alert_log=alert_log,
         prepare=prepare,
     )
@@ -592,6 +637,22 @@ def test_a_fan_out_interrupted_by_a_redis_outage_starts_over_and_cards_each_user
     assert isinstance(control.sink, ListSink)
     assert sorted(sink.records["interstitials"]) == sorted(control.sink.records["interstitials"])
     assert retries(rt, "redis") == 1
+
+
+def test_a_fan_out_whose_records_redis_lost_is_done_again_with_the_same_cards() -> None:
+    sink, dedup = ListSink(), LosableDedup()
+    rt = build(sink, dedup=dedup, fanout_recheck_s=0)
+    run(rt.on_locations(locations(*CROWD)))
+    alert, _ = alert_message(SMALL)
+    run(rt.on_alerts([alert]))
+    first = sink.records["interstitials"][:]
+    assert sorted(carded(sink)) == ["in-1", "in-2"]
+
+    dedup.lose()  # the records of the cards and of the finished fan-out are gone
+    run(rt.fan_out_due())
+    assert sorted(sink.records["interstitials"]) == sorted(first * 2), "the same cards again"
+    run(rt.fan_out_due())
+    assert len(carded(sink)) == 4, "recorded finished again: not a third time"
 
 
 def test_a_test_alert_fans_out_to_the_test_users_only() -> None:

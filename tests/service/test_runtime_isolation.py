@@ -56,10 +56,12 @@ class DedupWithABug(MemoryDedupStore):
         super().__init__()
         self.cursed_user = cursed_user
 
-    async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+    async def unseen(
+        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+    ) -> list[bool]:
         if any(user == self.cursed_user for _, user in pairs):
             raise ValueError("unexpected state")
-        return await super().unseen(pairs)
+        return await super().unseen(pairs, partitions)
 
 
 def runtime(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import redis
 from confluent_kafka import Consumer
 
 from pipeline.adapters.kafka.tools import DeliveryProducer
@@ -148,33 +149,44 @@ class ChaosRun:
         self.kill(why, index)
 
     def kill_announcer(self, state: str, why: str) -> None:
-        """SIGKILL the worker that announced a lifecycle event in ``state`` once it is done
-        with that message (for an issued or updated alert, once its fan-out is done too:
-        each such announcement is followed by one fan-out) and, most likely, before it
-        committed it (every second): the message is consumed again by another worker. Not
-        earlier: a worker killed between installing a message and announcing it, or during
-        its fan-out, loses both (test_crash_between_install_and_announcement)."""
-        index = self.announcer(state)
-        if index is not None:
-            worker = self.fleet.slots[index].process
-
-            def finished() -> bool:
-                announced = sum(
-                    scraped(worker, "alertfeed_alert_lifecycle_total", state=s)
-                    for s in ("issued", "updated")
-                )
-                fanned = scraped(worker, "alertfeed_fanout_duration_seconds_count")
-                return not worker.running() or fanned >= announced
-
-            self.fleet.wait(f"worker {index} done with the {state} message", finished)
-        self.kill(why, index)
+        """SIGKILL the worker that announced a lifecycle event in ``state``, at once: done
+        with that message and, most likely, before it committed it (every second), so the
+        message is consumed again by another worker. The fan-outs run on a task of their
+        own, recorded finished per partition, so this kill may also land in the middle of
+        the announcer's fan-out, which the next owners of its partitions complete."""
+        self.kill(why, self.announcer(state))
 
     # -- waiting -----------------------------------------------------------------------
     def settle(self, what: str) -> None:
-        """Every worker up and ready, and the group drained."""
+        """Every worker up and ready, the group drained, and every installed alert's
+        fan-out recorded finished on every partition."""
         self.flush()
         self.fleet.wait(f"{what}: workers ready", self.fleet.ready)
         self.fleet.wait(f"{what}: group drained", self.progress.drained)
+        self.fleet.wait(f"{what}: fan-outs finished", self.fan_outs_finished)
+
+    def fan_outs_finished(self) -> bool:
+        """Whether every alert in the index has its fan-out recorded finished for each
+        partition of the locations topic, at the version installed (the documented Redis
+        layout: ``p:alerts``, ``p:alert:{K}``, ``p:fanned:{K}``)."""
+        p = self.settings.redis.key_prefix
+        partitions = self.settings.topics.partitions
+        client = redis.Redis.from_url(self.settings.redis.url)
+        try:
+            for raw_key in client.smembers(f"{p}:alerts"):
+                key = raw_key.decode()
+                record = client.get(f"{p}:alert:{{{key}}}")
+                if record is None:
+                    continue  # cancelled or expired meanwhile
+                version = orjson.loads(record)["version"]
+                fanned = {m.decode() for m in client.smembers(f"{p}:fanned:{{{key}}}")}
+                if not {f"{version}:{q}" for q in range(partitions)} <= fanned:
+                    return False
+            return True
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
 
     def observe(self, alert_id: str, state: str, mark: str) -> dict[str, Any]:
         """Wait for the lifecycle event; record when it was observed."""

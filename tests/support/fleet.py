@@ -8,9 +8,10 @@ would, and keeps count of each.
 
 :class:`GroupProgress` answers "has the group processed everything published so far?":
 the committed offset of every partition of the consumed topics equals its end. Workers
-commit a batch only after its cards were acknowledged by the broker (and an alert message
-only after its fan-out), so a drained group has produced every card it ever will for the
-input so far.
+commit a batch only after its cards were acknowledged by the broker, so a drained group
+has produced every card it ever will for the locations so far (an alert's presence
+fan-out runs on each worker's task of its own, and is recorded finished per partition:
+see tests/support/chaos.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ order: every location before an alert message is matched before the alert is app
 the alert (with its fan-out) before any location after it. :func:`replay_to_worker` gives a
 real ``alertfeed worker`` the same order: it publishes the locations between two alert
 messages, waits until the worker has matched all of them (by its /metrics), publishes the
-alert message and waits until the worker has applied it and finished its fan-out. Within a
+alert message and waits until the worker has applied it and finished its fan-out over
+every partition of the locations topic (the worker owns them all). Within a
 segment the worker batches and interleaves partitions as it likes; that changes no
 (user, alert) pair, because the set of active alerts is fixed within a segment.
 
@@ -113,6 +114,7 @@ def replay_to_worker(
     topics = settings.topics
     producer = DeliveryProducer(settings)
     fanned_out = 0
+    partitions = topics.partitions
     started = segment_began = time.monotonic()
 
     def locations_state() -> tuple[bool, Hashable]:
@@ -125,8 +127,13 @@ def replay_to_worker(
     def alert_state() -> tuple[bool, Hashable]:
         value = scrape(worker)
         applied = value("alertfeed_alert_lifecycle_total")
-        fanouts = value("alertfeed_fanout_duration_seconds_count")
-        return applied >= summary.alerts and fanouts >= fanned_out, (applied, fanouts)
+        # One fan-out per partition of the locations topic (the worker owns them all),
+        # done or stopped.
+        fanouts = value("alertfeed_fanouts_total")
+        return applied >= summary.alerts and fanouts >= fanned_out * partitions, (
+            applied,
+            fanouts,
+        )
 
     def catch_up() -> None:
         producer.flush()

@@ -196,8 +196,14 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         Monitor=LeanMonitor,
     )
     readiness = Readiness(runtime.metrics)
+    runtime.own(frozenset())  # nothing until the location consumer is assigned partitions
+
+    def assigned(owned: frozenset[int]) -> None:
+        runtime.own(owned)
+        readiness.locations_assigned(owned)
+
     _add_agents(app, settings, runtime)
-    join = add_location_join(app, settings, runtime, readiness.locations_assigned)
+    join = add_location_join(app, settings, runtime, assigned)
     _add_timers(app, settings, runtime, join, readiness)
     _add_pages(app, runtime, readiness)
     return app
@@ -230,7 +236,8 @@ def _add_timers(
     join: BatchConsumer,
     readiness: Readiness,
 ) -> None:
-    """The gauges (index and consumer lag) and the expiry of alerts, each on its interval."""
+    """The gauges (index and consumer lag), the expiry of alerts and the fan-outs due,
+    each on its interval."""
     interval_s = settings.metrics.gauge_interval_s
     consumed = {settings.topics.alerts: "alerts"}
     offsets = GroupOffsets(settings, group_id=app.conf.id)  # Faust's consumer group
@@ -256,6 +263,13 @@ def _add_timers(
     app.timer(settings.match.expiry_check_s, name="alertfeed.expiry")(
         crash_only("expiry", runtime.on_tick)
     )
+    # Each worker fans every new alert out over its own partitions, on a task of its own.
+    fan_outs = runtime.fan_outs
+
+    async def fan_out_forever() -> None:
+        await fan_outs.run(settings.match.fanout_poll_s)
+
+    app.task(crash_only("fan-out", fan_out_forever))
 
 
 def _add_pages(app: faust.App, runtime: WorkerRuntime, readiness: Readiness) -> None:

@@ -291,6 +291,9 @@ class BatchConsumer:
         gone = {tp.partition for tp in partitions}
         loop = self._loop
         assert loop is not None
+        # First tell the worker, so that its fan-outs over ``gone`` stop before the next
+        # owner starts carding them (the call runs on the loop before the drain does).
+        self._tell_owned(self._owned - gone)
         if not loop.is_closed():
             draining = asyncio.run_coroutine_threadsafe(self._drain(), loop)
             try:
@@ -324,7 +327,8 @@ class BatchConsumer:
                 self._done.pop(partition, None)
                 self._committed.pop(partition, None)
 
-    def _tell_owned(self) -> None:
+    def _tell_owned(self, owned: set[int] | None = None) -> None:
         assert self._loop is not None
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_assigned, frozenset(self._owned))
+            now = frozenset(self._owned if owned is None else owned)
+            self._loop.call_soon_threadsafe(self._on_assigned, now)

@@ -120,6 +120,11 @@ class MemoryCellIndex:
     async def cover_of(self, key: str) -> frozenset[int] | None:
         return self._covers.get(key)
 
+    async def installed(self) -> list[tuple[ActiveAlert, frozenset[int]]]:
+        if not self._built:
+            raise IndexNotBuilt("the in-process index was flushed")
+        return [(self._alerts[k], self._covers[k]) for k in sorted(self._alerts)]
+
     async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         if not self._built:
             raise IndexNotBuilt("the in-process index was flushed")

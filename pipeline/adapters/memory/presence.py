@@ -39,10 +39,18 @@ class MemoryPresenceStore:
         self._latest.update(zip(map(_user_id, newest), newest, strict=True))
 
     async def present_in(
-        self, cover: frozenset[int], since_ms: int, chunk: int = 10_000
+        self,
+        cover: frozenset[int],
+        since_ms: int,
+        partitions: frozenset[int] | None,
+        chunk: int = 10_000,
     ) -> AsyncIterator[list[str]]:
         plan = plan_buckets(cover)
-        found = sorted(user for user, _ in self._present(plan, since_ms))
+        found = sorted(
+            user
+            for user, s in self._present(plan, since_ms)
+            if partitions is None or s.partition in partitions
+        )
         for start in range(0, len(found), chunk):
             yield found[start : start + chunk]
 

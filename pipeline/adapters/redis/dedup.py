@@ -1,88 +1,169 @@
-"""The dedup store on Redis: which users already got an alert's card.
+"""The dedup store on Redis: which users already got an alert's card, and which fan-outs
+finished.
 
-Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifier``):
+Key layout (``p`` is the configured prefix, ``K`` an alert key ``sender|identifier``, ``P``
+a partition of the locations topic):
 
-    p:seen:{K}           SET of users who got K's card; PXAT the latest card's expiry
+    p:seen:{K}:P     STRING: the 8-byte fingerprints of the users of P who got K's card,
+                     appended (APPEND); PEXPIREAT the latest card's expiry (plus a grace)
+    p:fanned:{K}     SET of ``<version>:<partition>``: the fan-outs of K that finished;
+                     PEXPIREAT as the cards
 
-One set per alert, checked with SMISMEMBER and filled with SADD, a chunk of users per
-command; every command names one key, so this works unchanged on Redis Cluster. The ``{K}``
-hash tag puts the set in the slot of the alert's other keys
-(:mod:`pipeline.adapters.redis.index`).
+8 bytes per card recorded (a set member costs some 60 bytes in Redis). A fingerprint is
+the first 8 bytes of the user id's BLAKE2b: two users of one alert and partition share one
+with a probability of about n²/2⁶⁵ (n users: 3·10⁻⁸ for a million), which would leave the
+second without a card.
+
+The check runs in process. Records are partition-owned: the worker that owns a partition
+of the locations topic is the only one that cards its users, by location batch or by
+fan-out, so it loads an alert's record of the partition once (one ``GET``), answers from
+it, and adds what it records itself. :meth:`RedisDedupStore.own` drops what it held of the
+partitions it no longer owns, so a partition that comes back is loaded again with what
+the other owner recorded meanwhile. Two workers that briefly both hold a partition in a
+rebalance may both card a user; the two cards are byte-identical (same ``event_id``).
+
+Every command names one key, so this works unchanged on Redis Cluster; the ``{K}`` hash tag
+puts an alert's records in the slot of its other keys (:mod:`pipeline.adapters.redis.index`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from operator import itemgetter
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from operator import not_
 from typing import Any
 
 from pipeline.adapters.redis.client import ALERT_KEYS_GRACE_MS, RedisClient, bulk, guard
 
-_CHUNK = 10_000  # users per SMISMEMBER / SADD command
+FINGERPRINT_BYTES = 8
+_blake = partial(hashlib.blake2b, digest_size=FINGERPRINT_BYTES)
+_PRUNE_ABOVE = 256  # held records before the expired ones are dropped
+
+
+def fingerprint(user_id: str) -> bytes:
+    """The 8 bytes recorded for ``user_id``."""
+    return _blake(user_id.encode()).digest()
+
+
+@dataclass(slots=True)
+class _Held:
+    """One alert's record of one partition as this worker holds it: the users it recorded
+    itself, and the fingerprints that were in Redis when it loaded the record."""
+
+    loaded: frozenset[bytes]
+    users: set[str] = field(default_factory=set)
+    until_ms: int | None = None  # None until this worker recorded a card
+
+    def has(self, user: str) -> bool:
+        return user in self.users or (bool(self.loaded) and fingerprint(user) in self.loaded)
 
 
 class RedisDedupStore:
-    """:class:`pipeline.domain.ports.DedupStore` on Redis: one set of user ids per alert,
-    ``p:seen:{K}``, checked with SMISMEMBER and filled with SADD, a chunk of users per
-    command. The set expires (PEXPIREAT, only ever pushed later) with the alert's cards."""
+    """:class:`pipeline.domain.ports.DedupStore` on Redis (see the module docstring)."""
 
     def __init__(self, client: RedisClient, *, prefix: str) -> None:
         self._r = client
         self._p = prefix
+        self._held: dict[tuple[str, int], _Held] = {}
 
-    def _key(self, alert_key: str) -> str:
-        return f"{self._p}:seen:{{{alert_key}}}"
+    def _key(self, alert_key: str, partition: int) -> str:
+        return f"{self._p}:seen:{{{alert_key}}}:{partition}"
 
-    async def unseen(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        groups = _by_alert(pairs)
-        commands = [
-            ("SMISMEMBER", self._key(alert_key), *users[s : s + _CHUNK])
-            for alert_key, (_, users) in groups.items()
-            for s in range(0, len(users), _CHUNK)
-        ]
-        replies = iter(await guard("dedup read", lambda: bulk(self._r, commands)))
-        if len(groups) == 1:  # a fan-out chunk, or a batch that hit one alert
-            return [not found for reply in replies for found in reply]
-        fresh = [True] * len(pairs)
-        for positions, users in groups.values():
-            found = [f for _ in range(0, len(users), _CHUNK) for f in next(replies)]
-            for i, member in zip(positions, found, strict=True):
-                fresh[i] = not member
-        return fresh
+    def _fanned_key(self, alert_key: str) -> str:
+        return f"{self._p}:fanned:{{{alert_key}}}"
+
+    async def _records(self, groups: Iterator[tuple[str, int]]) -> list[_Held]:
+        """The held record of each (alert, partition), loading the missing ones in one
+        round trip."""
+        wanted = list(groups)
+        missing = [g for g in dict.fromkeys(wanted) if g not in self._held]
+        if missing:
+            keys = [self._key(*g) for g in missing]
+            blobs = await guard("dedup read", lambda: bulk(self._r, [("GET", k) for k in keys]))
+            if len(self._held) > _PRUNE_ABOVE:
+                now = time.time() * 1000
+                self._held = {
+                    g: h for g, h in self._held.items() if h.until_ms is None or h.until_ms >= now
+                }
+            for group, blob in zip(missing, blobs, strict=True):
+                data = bytes(blob or b"")
+                width = FINGERPRINT_BYTES
+                prints = frozenset(data[i : i + width] for i in range(0, len(data), width))
+                self._held.setdefault(group, _Held(prints))
+        return [self._held[g] for g in wanted]
+
+    async def unseen(
+        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+    ) -> list[bool]:
+        if not pairs:
+            return []
+        first = (pairs[0][0], partitions[0])
+        if all(p == first[1] for p in partitions) and all(k == first[0] for k, _ in pairs):
+            (held,) = await self._records(iter([first]))
+            users = [u for _, u in pairs]
+            if not held.loaded:  # the usual case: only what this worker recorded
+                return list(map(not_, map(held.users.__contains__, users)))
+            return [not held.has(u) for u in users]
+        records = await self._records((k, p) for (k, _), p in zip(pairs, partitions, strict=True))
+        return [not h.has(u) for h, (_, u) in zip(records, pairs, strict=True)]
 
     async def mark_seen(
-        self, pairs: Sequence[tuple[str, str]], expires_at_ms: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        expires_at_ms: Sequence[int],
     ) -> int:
-        groups = _by_alert(pairs)
+        if not pairs:
+            return 0
+        records = await self._records((k, p) for (k, _), p in zip(pairs, partitions, strict=True))
+        new: dict[tuple[str, int], dict[str, None]] = {}
+        until: dict[tuple[str, int], int] = {}
+        for (alert_key, user), partition, held, expiry in zip(
+            pairs, partitions, records, expires_at_ms, strict=True
+        ):
+            group = (alert_key, partition)
+            until[group] = max(until.get(group, 0), expiry)
+            if not held.has(user):
+                new.setdefault(group, {})[user] = None
         commands: list[tuple[Any, ...]] = []
-        adds: list[int] = []
-        for alert_key, (positions, users) in groups.items():
-            key = self._key(alert_key)
-            for s in range(0, len(users), _CHUNK):
-                adds.append(len(commands))
-                commands.append(("SADD", key, *users[s : s + _CHUNK]))
-            until = ALERT_KEYS_GRACE_MS + (
-                max(expires_at_ms) if len(groups) == 1 else max(expires_at_ms[i] for i in positions)
-            )
-            commands.append(("PEXPIREAT", key, until, "NX"))
-            commands.append(("PEXPIREAT", key, until, "GT"))
-        replies = await guard("dedup write", lambda: bulk(self._r, commands))
-        return sum(int(replies[i]) for i in adds)
+        for group, users in new.items():
+            key = self._key(*group)
+            commands.append(("APPEND", key, b"".join(map(fingerprint, users))))
+        for group, latest in until.items():
+            key = self._key(*group)
+            at = latest + ALERT_KEYS_GRACE_MS
+            commands.append(("PEXPIREAT", key, at, "NX"))
+            commands.append(("PEXPIREAT", key, at, "GT"))
+        await guard("dedup write", lambda: bulk(self._r, commands))
+        for group, users in new.items():
+            self._held[group].users.update(users)
+        for group, latest in until.items():
+            held = self._held[group]
+            held.until_ms = max(held.until_ms or 0, latest + ALERT_KEYS_GRACE_MS)
+        return sum(map(len, new.values()))
 
-    async def cards_of(self, alert_key: str) -> int:
-        return int(await guard("dedup read", lambda: self._r.scard(self._key(alert_key))))
+    def own(self, partitions: frozenset[int]) -> None:
+        self._held = {g: h for g, h in self._held.items() if g[1] in partitions}
 
+    async def fanned_out(self, alert_key: str, version: int) -> frozenset[int]:
+        members = await guard("fan-out read", lambda: self._r.smembers(self._fanned_key(alert_key)))
+        prefix = f"{version}:"
+        found = (bytes(m).decode() if not isinstance(m, str) else m for m in members)
+        return frozenset(int(m[len(prefix) :]) for m in found if m.startswith(prefix))
 
-def _by_alert(pairs: Sequence[tuple[str, str]]) -> dict[str, tuple[Sequence[int], list[str]]]:
-    """``alert_key -> (positions in pairs, user ids)``; one alert (the common case) in C."""
-    if not pairs:
-        return {}
-    first = pairs[0][0]
-    if all(k == first for k, _ in pairs):
-        return {first: (range(len(pairs)), list(map(itemgetter(1), pairs)))}
-    groups: dict[str, tuple[list[int], list[str]]] = {}
-    for i, (alert_key, user_id) in enumerate(pairs):
-        positions, users = groups.setdefault(alert_key, ([], []))
-        positions.append(i)
-        users.append(user_id)
-    return dict(groups)
+    async def mark_fanned_out(
+        self, alert_key: str, version: int, partitions: Sequence[int], keep_until_ms: int
+    ) -> None:
+        if not partitions:
+            return
+        key = self._fanned_key(alert_key)
+        at = keep_until_ms + ALERT_KEYS_GRACE_MS
+        commands: list[tuple[Any, ...]] = [
+            ("SADD", key, *(f"{version}:{p}" for p in partitions)),
+            ("PEXPIREAT", key, at, "NX"),
+            ("PEXPIREAT", key, at, "GT"),
+        ]
+        await guard("fan-out write", lambda: bulk(self._r, commands))

@@ -243,6 +243,21 @@ class RedisCellIndex:
         blob = await guard("cover read", lambda: self._r.get(self._cover_key(key, alert.version)))
         return frozenset(_unpack(blob)) if blob else frozenset()
 
+    async def installed(self) -> list[tuple[ActiveAlert, frozenset[int]]]:
+        """Every alert with its cover, read from Redis (a worker asks its replica instead)."""
+        if not await self.is_built():
+            raise IndexNotBuilt("the index lost its contents")
+        found = []
+        for alert in await self.active_alerts():
+            blob = await self._cover_blob(alert)
+            if blob:
+                found.append((alert, frozenset(_unpack(blob))))
+        return found
+
+    async def _cover_blob(self, alert: ActiveAlert) -> Any:
+        key = self._cover_key(alert.key, alert.version)
+        return await guard("cover read", lambda: self._r.get(key))
+
     async def alerts_at(self, cells: Sequence[int]) -> list[Sequence[ActiveAlert]]:
         res = self._resolution
         lookups: list[list[int]] = []

@@ -67,6 +67,12 @@ class ReplicatedCellIndex:
             await self._load(observed)
         return await self._replica.alerts_at(cells)
 
+    async def installed(self) -> list[tuple[ActiveAlert, frozenset[int]]]:
+        observed = await self._source.index_version()
+        if self._stale(observed):
+            await self._load(observed)
+        return await self._replica.installed()
+
     def _stale(self, observed: IndexVersion) -> bool:
         return observed != self._seen or time.monotonic() - self._checked_at >= self._recheck_s
 

@@ -159,12 +159,17 @@ _SIGHTING_SETTERS = tuple(Sighting.__dict__[name].__set__ for name in Sighting._
 
 
 def sightings_of(
-    users: Sequence[str], cells: Sequence[int], times: Sequence[int]
+    users: Sequence[str],
+    cells: Sequence[int],
+    times: Sequence[int],
+    partitions: Sequence[int] | None = None,
 ) -> list[Sighting]:
-    """``[Sighting(u, c, t) for u, c, t in zip(users, cells, times)]``, the same objects
-    built in C loops (the columns must have one length)."""
+    """``[Sighting(u, c, t, p) for u, c, t, p in zip(users, cells, times, partitions)]``
+    (partition 0 throughout when not given), the same objects built in C loops (the columns
+    must have one length)."""
     sightings = list(map(_new, repeat(Sighting, len(users))))
-    for set_field, column in zip(_SIGHTING_SETTERS, (users, cells, times), strict=True):
+    columns = (users, cells, times, repeat(0, len(users)) if partitions is None else partitions)
+    for set_field, column in zip(_SIGHTING_SETTERS, columns, strict=True):
         deque(map(set_field, sightings, column), maxlen=0)  # runs the setters, keeps nothing
     return sightings
 

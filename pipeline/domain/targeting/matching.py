@@ -54,18 +54,18 @@ from pipeline.errors import BadInput
 @dataclass(slots=True)
 class MatchResult:
     """What one batch produced. ``cards`` are encoded interstitials, ``(key, value)`` as
-    they go to Kafka; ``card_created_ms``, ``seen_pairs`` and ``seen_expiry_ms`` run
-    parallel to them."""
+    they go to Kafka; ``card_created_ms``, ``seen_pairs``, ``seen_partitions`` and
+    ``seen_expiry_ms`` run parallel to them."""
 
     cards: list[tuple[bytes, bytes]] = field(default_factory=list)
     card_created_ms: list[int] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     locations: int = 0
     seen_pairs: list[tuple[str, str]] = field(default_factory=list)
+    seen_partitions: list[int] = field(default_factory=list)  # each user's partition
     seen_expiry_ms: list[int] = field(default_factory=list)
     duplicates: int = 0
     stale: int = 0
-    fan_out_of: str | None = None  # the alert key, for a chunk of a fan-out
 
 
 @dataclass(slots=True)
@@ -91,18 +91,19 @@ class Matcher:
         freshness_ms: int,
         clock_ms: Callable[[], int],
         concurrently: Concurrently | None = None,
+        fanout_chunk: int = 10_000,
     ) -> None:
         self._index = index
+        self._fanout_chunk = fanout_chunk
         self._concurrently: Concurrently = concurrently or in_turn
         self._dedup = dedup
         self._presence = presence
         self._freshness_ms = freshness_ms
         self._templates: dict[tuple[str, int], CardTemplate] = {}
-        # Cards recorded by the fan-out in progress, per alert (see fan_out).
-        self._fanned: dict[str, list[int]] = {}
-        # Pairs carded by a location batch whose cards are not yet recorded (acknowledged
-        # and confirmed): the next batch is carded meanwhile. At most a few batches' cards.
-        self._pending: set[tuple[str, str]] = set()
+        # Per alert, the users carded by a location batch or a fan-out chunk whose cards
+        # are not yet recorded (acknowledged and confirmed): the next batch or chunk is
+        # carded meanwhile. At most a few batches' or chunks' cards.
+        self._pending: dict[str, set[str]] = {}
         self._policy = policy
         self._resolution = resolution
         self._skew_ms = max_future_skew_ms
@@ -120,13 +121,15 @@ class Matcher:
         skew = self._skew_ms
         # The whole batch at once, column by column, when every event has the common shape.
         if isinstance(events, RawLocations):
-            values = events.values
+            values, partitions = events.values, events.partitions
         else:
             values = list(map(attrgetter("value"), events))
+            partitions = list(map(attrgetter("partition"), events))
         columns = parse_locations(values, now_ms=now, max_future_skew_ms=skew)
         if columns is None:  # some event is unusual or bad: one by one, dead-lettering
             columns = ([], [], [], [])
             users, lats, lons, times = columns
+            partitions = []
             for raw in events:
                 try:
                     loc = parse_location(raw.value or b"", now_ms=now, max_future_skew_ms=skew)
@@ -136,6 +139,7 @@ class Matcher:
                     )
                     continue
                 users.append(loc.user_id)
+                partitions.append(raw.partition)
                 lats.append(loc.lat)
                 lons.append(loc.lon)
                 times.append(loc.ts)
@@ -146,11 +150,12 @@ class Matcher:
             result.stale = fresh.count(False)
             users, lats = list(compress(users, fresh)), list(compress(lats, fresh))
             lons, times = list(compress(lons, fresh)), list(compress(times, fresh))
+            partitions = list(compress(partitions, fresh))
         result.locations = len(users)
         if not users:
             return located
         cells = list(map(h3i.latlng_to_cell, lats, lons, repeat(self._resolution)))
-        located.sightings = sightings_of(users, cells, times)
+        located.sightings = sightings_of(users, cells, times, partitions)
         # Independent round trips (the index's version check, the presence writes): the
         # worker sends them at once (see Concurrently).
         covering, _ = await self._concurrently(
@@ -171,20 +176,36 @@ class Matcher:
         )
         # Only the sightings under some alert can make a card (an empty list is false).
         await self._card(result, compress(zip(located.sightings, covering, strict=True), covering))
-        self._pending.update(result.seen_pairs)
+        self._hold(result)
         return result
+
+    def _hold(self, result: MatchResult) -> None:
+        pending = self._pending
+        for alert_key, user in result.seen_pairs:
+            users = pending.get(alert_key)
+            if users is None:
+                users = pending[alert_key] = set()
+            users.add(user)
 
     def release(self, result: MatchResult) -> None:
         """Forget ``result``'s cards as pending (after :meth:`confirm`, or when they will
         not be confirmed: the batch failed and is carded again)."""
-        self._pending.difference_update(result.seen_pairs)
+        pending = self._pending
+        for alert_key, user in result.seen_pairs:
+            users = pending.get(alert_key)
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del pending[alert_key]
 
     async def fan_out(
-        self, alert: ActiveAlert, cover: frozenset[int]
+        self, alert: ActiveAlert, cover: frozenset[int], partition: int | None
     ) -> AsyncIterator[MatchResult]:
-        """Cards, chunk by chunk, for the users whose last known location, fresh within the
-        window, lies in ``cover``. Created at the alert's version time, so a repeat is
-        byte-identical. Publish and confirm each chunk before asking for the next."""
+        """Cards, chunk by chunk, for the users of ``partition`` of the locations topic
+        (None: of every partition, for stores that keep none apart) whose last known
+        location, fresh within the window, lies in ``cover``. Created at the alert's
+        version time, so a repeat is byte-identical. Each chunk's pairs are pending until
+        confirmed or released, as a location batch's are."""
         since = self._clock_ms() - self._freshness_ms
         created = alert.version
         if alert.expires_ms is not None and created >= alert.expires_ms:
@@ -193,31 +214,29 @@ class Matcher:
         expiry = card_expiry_ms(alert, created)
         key, status, may_see = alert.key, alert.status, self._policy.may_see
         everyone = self._policy.public(status)
-        fanned = self._fanned[key] = [0]  # this fan-out's own, even if an older one lingers
-        try:
-            async for present in self._presence.present_in(cover, since):
-                result = MatchResult(locations=len(present), fan_out_of=key)
-                users = present if everyone else [u for u in present if may_see(status, u)]
-                # Carded by a location batch, not yet recorded: left out.
-                pending = {user for alert_key, user in self._pending if alert_key == key}
-                if pending:
-                    users = [u for u in users if u not in pending]
-                # While every recorded card of the alert is one this fan-out recorded (a
-                # freshly issued alert) and none is pending, its users cannot have one: skip
-                # the per-user check.
-                if pending or await self._dedup.cards_of(key) != fanned[0]:
-                    new = list(compress(users, await self._dedup.unseen([(key, u) for u in users])))
-                else:
-                    new = users
-                result.duplicates = len(users) - len(new)
-                result.cards = template.records(new, created)
-                result.card_created_ms = [created] * len(new)
-                result.seen_pairs = [(key, u) for u in new]
-                result.seen_expiry_ms = [expiry] * len(new)
-                yield result
-        finally:
-            if self._fanned.get(key) is fanned:
-                del self._fanned[key]
+        owned = None if partition is None else frozenset((partition,))
+        recorded_as = 0 if partition is None else partition
+        async for present in self._presence.present_in(cover, since, owned, self._fanout_chunk):
+            result = MatchResult(locations=len(present))
+            # A user met twice (moving while the store was read) is carded once.
+            users = list(dict.fromkeys(present))
+            if not everyone:
+                users = [u for u in users if may_see(status, u)]
+            # Carded by a location batch or the chunk before, not yet recorded: left out.
+            pending = self._pending.get(key)
+            if pending:
+                users = [u for u in users if u not in pending]
+            partitions = [recorded_as] * len(users)
+            fresh = await self._dedup.unseen([(key, u) for u in users], partitions)
+            new = list(compress(users, fresh))
+            result.duplicates = len(users) - len(new)
+            result.cards = template.records(new, created)
+            result.card_created_ms = [created] * len(new)
+            result.seen_pairs = [(key, u) for u in new]
+            result.seen_partitions = [recorded_as] * len(new)
+            result.seen_expiry_ms = [expiry] * len(new)
+            self._hold(result)
+            yield result
 
     async def _card(
         self, result: MatchResult, hits: Iterable[tuple[Sighting, Sequence[ActiveAlert]]]
@@ -233,14 +252,16 @@ class Matcher:
                 if not self._policy.may_see(alert.status, sighting.user_id):
                     continue
                 pair = (alert.key, sighting.user_id)
-                if pair in in_batch or pair in pending:
+                if pair in in_batch or sighting.user_id in pending.get(alert.key, ()):
                     result.duplicates += 1
                     continue
                 in_batch.add(pair)
                 candidates.append((sighting, alert))
         if not candidates:
             return
-        fresh = await self._dedup.unseen([(a.key, s.user_id) for s, a in candidates])
+        fresh = await self._dedup.unseen(
+            [(a.key, s.user_id) for s, a in candidates], [s.partition for s, _ in candidates]
+        )
         for (sighting, alert), is_new in zip(candidates, fresh, strict=True):
             if not is_new:
                 result.duplicates += 1
@@ -249,6 +270,7 @@ class Matcher:
             result.cards.append((user.encode(), self._template(alert).encode(user, sighting.ts)))
             result.card_created_ms.append(sighting.ts)
             result.seen_pairs.append((alert.key, user))
+            result.seen_partitions.append(sighting.partition)
             result.seen_expiry_ms.append(card_expiry_ms(alert, sighting.ts))
 
     def _template(self, alert: ActiveAlert) -> CardTemplate:
@@ -260,11 +282,24 @@ class Matcher:
             template = self._templates[key] = CardTemplate(alert)
         return template
 
+    def own(self, partitions: frozenset[int]) -> None:
+        """The partitions of the locations topic this worker owns from now on."""
+        self._dedup.own(partitions)
+
+    async def fanned_out(self, alert: ActiveAlert) -> frozenset[int]:
+        """The partitions whose fan-out of ``alert`` (at its version) finished."""
+        return await self._dedup.fanned_out(alert.key, alert.version)
+
+    async def fan_out_finished(self, alert: ActiveAlert, partition: int) -> None:
+        """Record that the fan-out of ``alert`` over ``partition`` finished (its cards all
+        confirmed)."""
+        keep_until = card_expiry_ms(alert, alert.version)
+        await self._dedup.mark_fanned_out(alert.key, alert.version, [partition], keep_until)
+
     async def confirm(self, result: MatchResult) -> None:
         """Record the result's cards as delivered. Call only after the broker acknowledged them."""
         if result.seen_pairs:
-            added = await self._dedup.mark_seen(result.seen_pairs, result.seen_expiry_ms)
-            fanned = self._fanned.get(result.fan_out_of or "")
-            if fanned is not None:
-                fanned[0] += added
+            await self._dedup.mark_seen(
+                result.seen_pairs, result.seen_partitions, result.seen_expiry_ms
+            )
             self.release(result)

@@ -65,7 +65,7 @@ def test_every_redis_adapter_reports_an_unreachable_redis_as_index_unavailable()
         client = redis_client(url, password=None, socket_timeout_s=1)
         stores: list[Callable[[], Awaitable[object]]] = [
             lambda: RedisCellIndex(client, prefix="x", resolution=10).is_built(),
-            lambda: RedisDedupStore(client, prefix="x").cards_of("s|A1"),
+            lambda: RedisDedupStore(client, prefix="x").unseen([("s|A1", "u1")], [0]),
             lambda: RedisPresenceStore(client, prefix="x", window_ms=60_000).record(
                 [Sighting("u1", h3i.latlng_to_cell(30.27, -97.74, 10), 1)]
             ),

@@ -1,6 +1,6 @@
 """What a presence write costs on the real Redis and Redis Cluster (commands counted by
 the servers, ``INFO commandstats``), and that the writes it skips change no answer: users
-who move, restarts, a worker that gets a user's partition back, failed writes.
+who move, restarts, partitions, failed writes.
 
 The budget is a user-facing one: at most one Redis command per location, on average, for
 a worker's batches of locations."""
@@ -37,6 +37,7 @@ AUSTIN = (30.2672, -97.7431)
 DALLAS = (32.7767, -96.7970)
 HOUSTON = (29.7604, -95.3698)
 WRITES = ("set", "hset", "hdel", "pexpireat")
+EXPIRY = (SLOT + 2) * WINDOW  # the end of the slot after NOW's
 
 Client = Redis | RedisCluster
 Body = Callable[[Client, str], Awaitable[None]]
@@ -72,13 +73,26 @@ def bucket_of(latlon: tuple[float, float]) -> frozenset[int]:
     return frozenset({h3i.cell_to_parent(cell(latlon), 5)})
 
 
-def hash_key(prefix: str, latlon: tuple[float, float], slot: int = SLOT) -> str:
-    """The documented layout ``p:pres:b:<bucket>:<slot>``."""
-    return f"{prefix}:pres:b:{h3i.cell_to_parent(cell(latlon), 5):x}:{slot}"
+def hash_key(prefix: str, latlon: tuple[float, float], slot: int = SLOT, partition: int = 0) -> str:
+    """The documented layout ``p:pres:b:<bucket>:<slot>:<partition>``."""
+    return f"{prefix}:pres:b:{h3i.cell_to_parent(cell(latlon), 5):x}:{slot}:{partition}"
 
 
-async def present(store: Any, cover: frozenset[int], since: int = NOW - WINDOW) -> list[str]:
-    return sorted([u async for chunk in store.present_in(cover, since) for u in chunk])
+async def present(
+    store: Any,
+    cover: frozenset[int],
+    since: int = NOW - WINDOW,
+    partitions: frozenset[int] = frozenset({0}),
+) -> list[str]:
+    return sorted([u async for c in store.present_in(cover, since, partitions) for u in c])
+
+
+async def keys_of(client: Client, prefix: str) -> list[str]:
+    if isinstance(client, RedisCluster):
+        found = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+    else:
+        found = await client.keys(f"{prefix}:*")
+    return sorted(k.decode() if isinstance(k, bytes) else k for k in found)
 
 
 async def write_counts(client: Client) -> Counter[str]:
@@ -104,7 +118,7 @@ async def costs(client: Client, write: Callable[[], Awaitable[None]]) -> Counter
     return Counter({name: after[name] - before[name] for name in WRITES})
 
 
-def test_a_user_sighted_again_at_the_same_place_writes_its_pointer_once(
+def test_a_user_sighted_again_at_the_same_place_costs_one_field_of_one_hash(
     run: Callable[[Body], None],
 ) -> None:
     async def body(client: Client, prefix: str) -> None:
@@ -116,12 +130,11 @@ def test_a_user_sighted_again_at_the_same_place_writes_its_pointer_once(
                 await store.record([Sighting("a", near[i % len(near)], NOW + i * 1000)])
 
         spent = await costs(client, report)
-        assert spent == Counter(set=1, hset=50, pexpireat=1, hdel=0)
-        # The pointer lives exactly as long as the hash it names.
-        pointer = f"{prefix}:pres:u:{{a}}"
-        expiry = (SLOT + 2) * WINDOW
-        assert await client.pexpiretime(pointer) == expiry
-        assert await client.pexpiretime(hash_key(prefix, AUSTIN)) == expiry
+        assert spent == Counter(hset=50, pexpireat=1, hdel=0, set=0)
+        # No key per user: the bucket's hash is all there is, and it expires on its own.
+        assert await keys_of(client, prefix) == [hash_key(prefix, AUSTIN)]
+        assert await client.hlen(hash_key(prefix, AUSTIN)) == 1
+        assert await client.pexpiretime(hash_key(prefix, AUSTIN)) == EXPIRY
         last = near[49 % len(near)]
         assert await present(store, frozenset({last})) == ["a"]
         assert await present(store, frozenset({near[48 % len(near)]})) == []
@@ -129,18 +142,12 @@ def test_a_user_sighted_again_at_the_same_place_writes_its_pointer_once(
     run(body)
 
 
-@pytest.mark.parametrize("restarted", [False, True], ids=["warm", "restarted"])
 def test_a_user_who_moves_is_found_over_the_new_bucket_and_not_the_old_one(
-    run: Callable[[Body], None], restarted: bool
+    run: Callable[[Body], None],
 ) -> None:
-    """With the store's memory of the user (warm) and without it (a new store on the same
-    keys: the worker restarted, or got the user's partition in a rebalance)."""
-
     async def body(client: Client, prefix: str) -> None:
         store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
         await store.record([Sighting("a", cell(AUSTIN), NOW), Sighting("b", cell(AUSTIN), NOW)])
-        if restarted:
-            store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
         for step, (here, there) in enumerate([(DALLAS, AUSTIN), (HOUSTON, DALLAS)], 1):
             await store.record([Sighting("a", cell(here), NOW + step * 1000)])
             assert await present(store, bucket_of(here)) == ["a"]
@@ -155,75 +162,87 @@ def test_a_user_who_moves_is_found_over_the_new_bucket_and_not_the_old_one(
     run(body)
 
 
-def test_a_worker_that_gets_a_users_partition_back_corrects_what_it_remembered(
+def test_after_a_restart_a_move_leaves_the_old_sighting_only_until_it_is_stale(
     run: Callable[[Body], None],
 ) -> None:
-    """Worker A remembers the user in Austin; the partition goes to worker B, which sees
-    the user in Dallas; then it comes back to A, which still remembers Austin."""
+    """The documented bound: a store that does not know the user (a new worker) writes
+    the new place only; the old sighting stays where it was, older than the new one, and
+    stops counting once it is outside the window; a read over both places keeps the new."""
 
     async def body(client: Client, prefix: str) -> None:
-        a = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
-        b = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
-        await a.record([Sighting("u", cell(AUSTIN), NOW), Sighting("v", cell(HOUSTON), NOW)])
-        await b.record([Sighting("u", cell(DALLAS), NOW + 1000)])
-        # Back at A, in Austin again: A believed the user had never left.
-        await a.record([Sighting("u", cell(AUSTIN), NOW + 2000)])
-        assert await present(a, bucket_of(AUSTIN)) == ["u"]
-        assert await present(a, bucket_of(DALLAS)) == []
-        # The hash B emptied (and so deleted) was written anew: it expires again.
-        assert await client.pexpiretime(hash_key(prefix, AUSTIN)) == (SLOT + 2) * WINDOW
-
-        # Again to B (Houston), back to A elsewhere (Dallas): A deletes from Houston too.
-        await b.record([Sighting("u", cell(HOUSTON), NOW + 3000)])
-        await a.record([Sighting("u", cell(DALLAS), NOW + 4000)])
-        assert await present(a, bucket_of(DALLAS)) == ["u"]
-        assert await present(a, bucket_of(HOUSTON)) == ["v"]
-        assert await present(a, bucket_of(AUSTIN)) == []
+        before = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
+        await before.record([Sighting("a", cell(AUSTIN), NOW)])
+        store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
+        await store.record([Sighting("a", cell(DALLAS), NOW + 60_000)])
+        assert await present(store, bucket_of(DALLAS)) == ["a"]
+        assert await present(store, bucket_of(AUSTIN), since=NOW + 1) == []
+        both = bucket_of(AUSTIN) | bucket_of(DALLAS)
+        carded = [u async for c in store.present_in(both, NOW - WINDOW, frozenset({0})) for u in c]
+        assert sorted(set(carded)) == ["a"]
 
     run(body)
 
 
-def test_a_hash_whose_last_user_left_expires_once_written_again(
+def test_users_are_kept_and_read_under_their_partition(run: Callable[[Body], None]) -> None:
+    async def body(client: Client, prefix: str) -> None:
+        store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
+        await store.record(
+            [Sighting(f"u{p}", cell(AUSTIN), NOW, partition=p) for p in (0, 1, 2, 5)]
+        )
+        assert await keys_of(client, prefix) == sorted(
+            hash_key(prefix, AUSTIN, partition=p) for p in (0, 1, 2, 5)
+        )
+        austin = bucket_of(AUSTIN)
+        assert await present(store, austin, partitions=frozenset({1})) == ["u1"]
+        assert await present(store, austin, partitions=frozenset({0, 5, 7})) == ["u0", "u5"]
+        assert await present(store, austin, partitions=frozenset()) == []
+        with pytest.raises(ValueError):
+            await present(store, austin, partitions=None)  # type: ignore[arg-type]
+
+    run(body)
+
+
+def test_a_hash_recreated_under_users_the_store_placed_there_expires_again(
     run: Callable[[Body], None],
 ) -> None:
+    """The hash of users the store believes in place is gone (it expired early, say, or
+    the server lost it): writing them again recreates it, and it gets its expiry."""
+
     async def body(client: Client, prefix: str) -> None:
         store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
         key = hash_key(prefix, AUSTIN)
         await store.record([Sighting("a", cell(AUSTIN), NOW)])
-        await store.record([Sighting("a", cell(DALLAS), NOW + 1000)])
-        assert await client.exists(key) == 0  # its last user left: Redis deleted it
-        await store.record([Sighting("b", cell(AUSTIN), NOW + 2000)])
-        assert await client.pexpiretime(key) == (SLOT + 2) * WINDOW
+        await client.delete(key)
+        await store.record([Sighting("a", cell(AUSTIN), NOW + 1000)])
+        assert await client.pexpiretime(key) == EXPIRY
+        # A hash its last user left is deleted by Redis; written again, it expires again.
+        await store.record([Sighting("a", cell(DALLAS), NOW + 2000)])
+        assert await client.exists(key) == 0
+        await store.record([Sighting("b", cell(AUSTIN), NOW + 3000)])
+        assert await client.pexpiretime(key) == EXPIRY
 
     run(body)
 
 
 def test_a_failed_write_is_not_remembered(run: Callable[[Body], None]) -> None:
-    """A write that Redis fails (here a key of the wrong type where the hash should be)
-    raises, and the store does not believe it wrote: the retry writes what is needed."""
+    """A write that Redis fails (here a key of the wrong type where a hash should be)
+    raises, and the store does not believe it wrote: the retry writes what is needed,
+    expiry included."""
 
     async def body(client: Client, prefix: str) -> None:
         store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
         await store.record([Sighting("a", cell(AUSTIN), NOW)])
+        await client.delete(hash_key(prefix, AUSTIN))  # gone, unknown to the store
         await client.set(hash_key(prefix, DALLAS), "not a hash")
+        batch = [Sighting("a", cell(AUSTIN), NOW + 1000), Sighting("d", cell(DALLAS), NOW)]
         with pytest.raises(IndexUnavailable):
-            await store.record([Sighting("a", cell(DALLAS), NOW + 1000)])
+            await store.record(batch)  # Austin's hash was recreated, without its expiry
         await client.delete(hash_key(prefix, DALLAS))
-        await store.record([Sighting("a", cell(DALLAS), NOW + 1000)])
-        assert await present(store, bucket_of(DALLAS)) == ["a"]
-        assert await present(store, bucket_of(AUSTIN)) == []
-
-        # A user first sighted by a failed write: the retry writes its pointer.
-        await client.set(hash_key(prefix, HOUSTON), "not a hash")
-        with pytest.raises(IndexUnavailable):
-            await store.record([Sighting("b", cell(HOUSTON), NOW)])
-        await client.delete(hash_key(prefix, HOUSTON))
-
-        async def retry() -> None:
-            await store.record([Sighting("b", cell(HOUSTON), NOW)])
-
-        assert (await costs(client, retry))["set"] == 1
-        assert await client.pexpiretime(hash_key(prefix, HOUSTON)) == (SLOT + 2) * WINDOW
+        await store.record(batch)
+        assert await client.pexpiretime(hash_key(prefix, AUSTIN)) == EXPIRY
+        assert await client.pexpiretime(hash_key(prefix, DALLAS)) == EXPIRY
+        assert await present(store, bucket_of(AUSTIN)) == ["a"]
+        assert await present(store, bucket_of(DALLAS)) == ["d"]
 
     run(body)
 
@@ -231,41 +250,38 @@ def test_a_failed_write_is_not_remembered(run: Callable[[Body], None]) -> None:
 def test_the_store_remembers_the_latest_users_within_known_users(
     run: Callable[[Body], None],
 ) -> None:
-    """A user written recently costs no pointer when sighted again at the same place;
-    once ``known_users`` others were written since, it is forgotten (its next sighting
-    writes its pointer again); the store holds no more users than the bound, beyond one
-    batch's; 0 remembers nothing."""
+    """A move of a user written recently deletes its old entry; once ``known_users``
+    others were written since, the user is forgotten (a move leaves the old entry to
+    expire); the store holds no more users than the bound, beyond one batch's; 0
+    remembers nothing."""
 
     async def body(client: Client, prefix: str) -> None:
-        here = cell(AUSTIN)
-
-        async def sighted(store: RedisPresenceStore, *users: str, at: int) -> int:
-            """How many pointers the sightings of ``users`` wrote."""
+        async def deletes(store: RedisPresenceStore, *users: str, at: int, to: int) -> int:
+            """How many HDELs the sightings of ``users`` at ``to`` sent."""
 
             async def write() -> None:
-                await store.record([Sighting(u, here, at) for u in users])
+                await store.record([Sighting(u, to, at) for u in users])
 
-            return (await costs(client, write))["set"]
+            return (await costs(client, write))["hdel"]
 
+        austin, dallas = cell(AUSTIN), cell(DALLAS)
         store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW, known_users=4)
-        assert await sighted(store, "a", at=NOW) == 1
-        assert await sighted(store, "b", at=NOW + 1) == 1
-        assert await sighted(store, "a", at=NOW + 2) == 0  # one other written since
+        assert await deletes(store, "a", "b", at=NOW, to=austin) == 0
+        assert await deletes(store, "a", at=NOW + 1, to=dallas) == 1  # known: deleted there
         for i, other in enumerate("cdef"):
-            assert await sighted(store, other, at=NOW + 3 + i) == 1
-        assert await sighted(store, "a", at=NOW + 7) == 1  # four others since: forgotten
+            assert await deletes(store, other, at=NOW + 2 + i, to=austin) == 0
         assert store.remembered <= 4
-
+        assert await deletes(store, "b", at=NOW + 7, to=dallas) == 0  # forgotten
         many = [f"m{i}" for i in range(50)]
-        assert await sighted(store, *many, at=NOW + 7) == 50
+        assert await deletes(store, *many, at=NOW + 8, to=austin) == 0
         assert store.remembered <= 4 + len(many)
-        assert await sighted(store, *many[:10], at=NOW + 8) == 0
+        assert await deletes(store, *many[:10], at=NOW + 9, to=dallas) == 1  # one hash
+        assert await present(store, bucket_of(DALLAS)) == sorted(["a", "b", *many[:10]])
 
         off = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW, known_users=0)
-        assert await sighted(off, "u1", at=NOW + 9) == 1
-        assert await sighted(off, "u1", at=NOW + 10) == 1
+        assert await deletes(off, "u1", at=NOW + 10, to=austin) == 0
+        assert await deletes(off, "u1", at=NOW + 11, to=dallas) == 0
         assert off.remembered == 0
-        assert await present(off, frozenset({here})) == sorted(["a", "b", *"cdef", "u1", *many])
 
     run(body)
 
@@ -314,7 +330,7 @@ def test_a_location_costs_at_most_one_redis_command_on_average(
 
         spent = await costs(client, write)
         assert sum(spent.values()) <= locations, spent
-        assert spent["set"] <= 4000 + 0.02 * locations * 1.5, spent  # first sightings, moves
+        assert spent["set"] == 0, spent  # no key per user
 
         since = NOW - WINDOW
         buckets = sorted(h3i.grid_disk(h3i.cell_to_parent(cell(AUSTIN), 5), 10))
@@ -330,28 +346,25 @@ def test_a_location_costs_at_most_one_redis_command_on_average(
     run(body)
 
 
-def test_a_write_that_failed_half_done_is_checked_again_on_the_retry(
-    run: Callable[[Body], None],
-) -> None:
-    """Worker A remembers the user in Austin, where worker B's move to Dallas emptied (and
-    so deleted) the hash. A's next batch sees the user in Austin again and fails on another
-    key after Redis recreated the Austin hash: the retry still finds the hash without its
-    expiry and the user still in Dallas, and mends both."""
+def test_values_keep_the_cell_and_the_time_exactly(run: Callable[[Body], None]) -> None:
+    """A sighting's 8 bytes give back its cell at every resolution from the bucket's
+    down, and its millisecond (read through the fan-out: the cell decides inside or
+    out, the time decides fresh or stale)."""
 
     async def body(client: Client, prefix: str) -> None:
-        a = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
-        b = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
-        await a.record([Sighting("u", cell(AUSTIN), NOW)])
-        await b.record([Sighting("u", cell(DALLAS), NOW + 1000)])
-        await client.set(hash_key(prefix, HOUSTON), "not a hash")
-        batch = [Sighting("u", cell(AUSTIN), NOW + 2000), Sighting("v", cell(HOUSTON), NOW)]
-        with pytest.raises(IndexUnavailable):
-            await a.record(batch)
-        await client.delete(hash_key(prefix, HOUSTON))
-        await a.record(batch)
-        assert await client.pexpiretime(hash_key(prefix, AUSTIN)) == (SLOT + 2) * WINDOW
-        assert await present(a, bucket_of(AUSTIN)) == ["u"]
-        assert await present(a, bucket_of(DALLAS)) == []
-        assert await present(a, bucket_of(HOUSTON)) == ["v"]
+        store = RedisPresenceStore(client, prefix=prefix, window_ms=WINDOW)
+        fine = int(h3i.latlng_to_cell(*AUSTIN, 15))
+        sightings = [
+            Sighting(f"r{res}", h3i.cell_to_parent(fine, res), NOW + res) for res in range(5, 16)
+        ]
+        await store.record(sightings)
+        for s in sightings:
+            assert await present(store, frozenset({s.cell})) == sorted(
+                t.user_id
+                for t in sightings
+                if h3i.get_resolution(t.cell) >= h3i.get_resolution(s.cell)
+            )
+            assert s.user_id in await present(store, frozenset({s.cell}), since=s.ts)
+            assert s.user_id not in await present(store, frozenset({s.cell}), since=s.ts + 1)
 
     run(body)

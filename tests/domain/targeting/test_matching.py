@@ -250,7 +250,7 @@ def test_fan_out_cards_present_users_inside_and_only_once() -> None:
 
     async def fan_out() -> list[str]:
         users = []
-        async for result in m.fan_out(issued, area()):
+        async for result in m.fan_out(issued, area(), None):
             await m.confirm(result)
             users += [orjson.loads(v)["user_id"] for _, v in result.cards]
         return sorted(users)
@@ -275,7 +275,7 @@ def test_fan_out_never_recards_users_a_location_event_carded_before_or_during_it
 
     async def fan_out() -> list[str]:
         carded: list[str] = []
-        async for result in m.fan_out(issued, area()):
+        async for result in m.fan_out(issued, area(), None):
             await m.confirm(result)
             carded += [orjson.loads(v)["user_id"] for _, v in result.cards]
             if len(carded) == 10_000:  # reports between two chunks, before its own
@@ -325,7 +325,7 @@ def test_a_fan_out_leaves_out_the_pairs_a_location_batch_carded_and_has_not_conf
         in_flight = await m.match([raw("home", *AUSTIN, ts=NOW + 1)])  # not yet confirmed
         assert users_of(in_flight.cards) == ["home"]
         carded: list[str] = []
-        async for result in m.fan_out(issued, area()):
+        async for result in m.fan_out(issued, area(), None):
             await m.confirm(result)
             carded += users_of(result.cards)
         await m.confirm(in_flight)
