@@ -33,13 +33,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from operator import not_
+from operator import itemgetter, not_
 from typing import Any
 
 from pipeline.adapters.redis.client import ALERT_KEYS_GRACE_MS, RedisClient, bulk, guard
 
 FINGERPRINT_BYTES = 8
 _blake = partial(hashlib.blake2b, digest_size=FINGERPRINT_BYTES)
+_KEY = itemgetter(0)  # of an (alert key, user id) pair
 _PRUNE_ABOVE = 256  # held records before the expired ones are dropped
 
 
@@ -101,7 +102,9 @@ class RedisDedupStore:
         if not pairs:
             return []
         first = (pairs[0][0], partitions[0])
-        if all(p == first[1] for p in partitions) and all(k == first[0] for k, _ in pairs):
+        if partitions.count(first[1]) == len(partitions) and all(
+            map(first[0].__eq__, map(_KEY, pairs))
+        ):
             (held,) = await self._records(iter([first]))
             users = [u for _, u in pairs]
             if not held.loaded:  # the usual case: only what this worker recorded
@@ -118,29 +121,28 @@ class RedisDedupStore:
     ) -> int:
         if not pairs:
             return 0
-        records = await self._records((k, p) for (k, _), p in zip(pairs, partitions, strict=True))
-        new: dict[tuple[str, int], dict[str, None]] = {}
-        until: dict[tuple[str, int], int] = {}
-        for (alert_key, user), partition, held, expiry in zip(
-            pairs, partitions, records, expires_at_ms, strict=True
-        ):
-            group = (alert_key, partition)
-            until[group] = max(until.get(group, 0), expiry)
-            if not held.has(user):
-                new.setdefault(group, {})[user] = None
+        groups = _grouped(pairs, partitions, expires_at_ms)
+        records = await self._records(iter(groups))
+        new: dict[tuple[str, int], set[str]] = {}
+        for (group, (users, _)), held in zip(groups.items(), records, strict=True):
+            fresh = set(users).difference(held.users)
+            if held.loaded:
+                fresh = {u for u in fresh if _blake(u.encode()).digest() not in held.loaded}
+            if fresh:
+                new[group] = fresh
         commands: list[tuple[Any, ...]] = []
-        for group, users in new.items():
-            key = self._key(*group)
-            commands.append(("APPEND", key, b"".join(map(fingerprint, users))))
-        for group, latest in until.items():
+        for group, fresh in new.items():
+            prints = b"".join([_blake(u.encode()).digest() for u in fresh])
+            commands.append(("APPEND", self._key(*group), prints))
+        for group, (_, latest) in groups.items():
             key = self._key(*group)
             at = latest + ALERT_KEYS_GRACE_MS
             commands.append(("PEXPIREAT", key, at, "NX"))
             commands.append(("PEXPIREAT", key, at, "GT"))
         await guard("dedup write", lambda: bulk(self._r, commands))
-        for group, users in new.items():
-            self._held[group].users.update(users)
-        for group, latest in until.items():
+        for group, fresh in new.items():
+            self._held[group].users.update(fresh)
+        for group, (_, latest) in groups.items():
             held = self._held[group]
             held.until_ms = max(held.until_ms or 0, latest + ALERT_KEYS_GRACE_MS)
         return sum(map(len, new.values()))
@@ -167,3 +169,19 @@ class RedisDedupStore:
             ("PEXPIREAT", key, at, "GT"),
         ]
         await guard("fan-out write", lambda: bulk(self._r, commands))
+
+
+def _grouped(
+    pairs: Sequence[tuple[str, str]], partitions: Sequence[int], expires_at_ms: Sequence[int]
+) -> dict[tuple[str, int], tuple[list[str], int]]:
+    """The users of ``pairs`` and their latest expiry, per (alert key, partition). A fan-out
+    chunk is all one group, taken without a loop per pair."""
+    key, partition = pairs[0][0], partitions[0]
+    if partitions.count(partition) == len(partitions) and all(map(key.__eq__, map(_KEY, pairs))):
+        return {(key, partition): ([u for _, u in pairs], max(expires_at_ms))}
+    groups: dict[tuple[str, int], tuple[list[str], int]] = {}
+    for (alert_key, user), p, expiry in zip(pairs, partitions, expires_at_ms, strict=True):
+        users, latest = groups.get((alert_key, p), ([], 0))
+        users.append(user)
+        groups[alert_key, p] = (users, max(latest, expiry))
+    return groups

@@ -92,6 +92,11 @@ def pack(cell: int, offset_ms: int) -> bytes:
     return word.to_bytes(8, "little")
 
 
+def _offset(raw: bytes) -> int:
+    """The ms into the slot of a packed value (:func:`unpack` without the cell)."""
+    return int.from_bytes(raw, "little") & _LOW30
+
+
 def unpack(bucket: int, raw: bytes) -> tuple[int, int]:
     """``(cell, ms into the slot)`` of a value packed under ``bucket``."""
     word = int.from_bytes(raw, "little")
@@ -137,6 +142,7 @@ class RedisPresenceStore:
         # One tuple per place of the recent slots, which the LRU's values share.
         self._places: dict[Place, Place] = {}
         self._newest_slot = 0
+        self._last_plan: tuple[frozenset[int], BucketPlan] | None = None
 
     def _hash_key(self, bucket: int, slot: int, partition: int) -> str:
         return f"{self._p}:pres:b:{bucket:x}:{slot}:{partition}"
@@ -238,7 +244,7 @@ class RedisPresenceStore:
     ) -> AsyncIterator[list[str]]:
         if partitions is None:
             raise ValueError("the Redis presence store reads named partitions only")
-        plan = plan_buckets(cover)
+        plan = self._plan_of(cover)
         window = self._window_ms
         # Sightings at or after since_ms live in its slot or a later one; none can be newer
         # than a window past since_ms (the caller's clock), hence at most three slots.
@@ -264,6 +270,13 @@ class RedisPresenceStore:
         if found:
             yield found
 
+    def _plan_of(self, cover: frozenset[int]) -> BucketPlan:
+        """The bucket plan of ``cover``, made once for the passes over its partitions."""
+        last = self._last_plan
+        if last is None or last[0] is not cover:
+            last = self._last_plan = (cover, plan_buckets(cover))
+        return last[1]
+
     def _fresh_within(
         self,
         plan: BucketPlan,
@@ -284,7 +297,7 @@ class RedisPresenceStore:
                 found = _fields(reply)
                 if slot == oldest_slot:
                     start = since_ms - slot * window
-                    fresh.extend(u for u, raw in found.items() if unpack(0, raw)[1] >= start)
+                    fresh.extend(u for u, raw in found.items() if _offset(raw) >= start)
                 else:
                     fresh.extend(found)
             return [u.decode() for u in dict.fromkeys(fresh)]

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import attrgetter, le
+from itertools import compress, groupby, repeat
+from operator import attrgetter, itemgetter, le
 from typing import Any
 
 import h3.api.basic_int as h3i
@@ -49,6 +49,8 @@ from pipeline.domain.targeting.locations import (
 )
 from pipeline.domain.targeting.policy import AudiencePolicy
 from pipeline.errors import BadInput
+
+_ALERT_KEY, _USER_ID = itemgetter(0), itemgetter(1)  # of a (alert key, user id) pair
 
 
 @dataclass(slots=True)
@@ -181,20 +183,20 @@ class Matcher:
 
     def _hold(self, result: MatchResult) -> None:
         pending = self._pending
-        for alert_key, user in result.seen_pairs:
+        for alert_key, pairs in groupby(result.seen_pairs, _ALERT_KEY):
             users = pending.get(alert_key)
             if users is None:
                 users = pending[alert_key] = set()
-            users.add(user)
+            users.update(map(_USER_ID, pairs))
 
     def release(self, result: MatchResult) -> None:
         """Forget ``result``'s cards as pending (after :meth:`confirm`, or when they will
         not be confirmed: the batch failed and is carded again)."""
         pending = self._pending
-        for alert_key, user in result.seen_pairs:
+        for alert_key, pairs in groupby(result.seen_pairs, _ALERT_KEY):
             users = pending.get(alert_key)
             if users is not None:
-                users.discard(user)
+                users.difference_update(map(_USER_ID, pairs))
                 if not users:
                     del pending[alert_key]
 
@@ -224,7 +226,7 @@ class Matcher:
                 users = [u for u in users if may_see(status, u)]
             # Carded by a location batch or the chunk before, not yet recorded: left out.
             pending = self._pending.get(key)
-            if pending:
+            if pending and not pending.isdisjoint(users):
                 users = [u for u in users if u not in pending]
             partitions = [recorded_as] * len(users)
             fresh = await self._dedup.unseen([(key, u) for u in users], partitions)
