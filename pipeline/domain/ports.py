@@ -119,19 +119,26 @@ class DedupStore(Protocol):
     what it holds in process for the partitions it was told it owns (:meth:`own`)."""
 
     async def unseen(
-        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> list[bool]:
         """For each ``(alert_key, user_id)`` of the user's ``partition``, True when no card
-        was recorded for it."""
+        was recorded for it. ``digests``: each pair's
+        :func:`~pipeline.domain.targeting.cards.card_digest`, when the caller has them
+        (the store may record a prefix of it rather than hash the pair again)."""
 
     async def mark_seen(
         self,
         pairs: Sequence[tuple[str, str]],
         partitions: Sequence[int],
         expires_at_ms: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> int:
         """Record the pairs (each of the user's partition); each record may be forgotten
-        after its ``expires_at_ms``. Returns how many pairs were not recorded before."""
+        after its ``expires_at_ms``. Returns how many pairs were not recorded before.
+        ``digests`` as for :meth:`unseen`."""
 
     def own(self, partitions: frozenset[int]) -> None:
         """This worker owns ``partitions`` of the locations topic from now on: what it held

@@ -219,7 +219,7 @@ async def _work(
             assert applied is not None and applied.alert is not None
             figures["install_s"] = time.perf_counter() - started - figures["cover_s"]
             installed_memory = int((await client.info("memory"))["used_memory"])
-            figures["start_wall"] = time.time()
+            figures["start_wall"], figures["start_cpu"] = time.time(), time.process_time()
             await runtime.fan_out_due()
             memory = int((await client.info("memory"))["used_memory"])
             figures["fan_out_memory"] = memory - installed_memory
@@ -229,12 +229,13 @@ async def _work(
                 new = [a for a, _ in await index.installed() if a.key not in before]
                 if new and owned <= await matcher.fanned_out(new[0]):
                     break
-                if new:
-                    figures.setdefault("start_wall", time.time())
+                if new and "start_wall" not in figures:
+                    figures["start_wall"], figures["start_cpu"] = time.time(), time.process_time()
                 await runtime.fan_out_due()
                 if not new:
                     await asyncio.sleep(poll_s)
         figures["done_wall"] = time.time()
+        figures["cpu_s"] = time.process_time() - figures["start_cpu"]
         figures["cards"] = sink.cards
         return figures
     finally:
@@ -270,21 +271,25 @@ def fan_out_with(settings: Settings, cap: bytes, workers: int) -> dict[str, Any]
         "cards": [int(r["cards"]) for r in results],
         # Each worker's own fan-out: from when it started carding to its last card acked.
         "worker_s": [r["done_wall"] - r["start_wall"] for r in results],
+        # and the CPU its process spent on it, librdkafka's threads included.
+        "cpu_s": sum(r["cpu_s"] for r in results),
         "fan_out_memory": results[0]["fan_out_memory"],
     }
 
 
-async def sink_baseline(settings: Settings, n: int) -> float:
+async def sink_baseline(settings: Settings, n: int) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds (librdkafka's threads included) to publish
+    ``n`` card-sized messages through the worker's sink and have them acknowledged."""
     sink = ConfluentSink(settings)
     payload = b"x" * CARD_BYTES
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, n, 10_000):
             await sink.publish(
                 "dlq",
                 [(f"user-{i}".encode(), payload) for i in range(start, min(n, start + 10_000))],
             )
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
     finally:
         sink.close()
 
@@ -330,7 +335,7 @@ def _run_texas(report: Report, settings: Settings, users: int) -> None:
     per_user = (asyncio.run(used_memory(settings)) - before) / users
     plain_hash, plain_set = asyncio.run(plain_layouts(settings, users))
     cold = warm_cover(settings, statewide(TEXAS))
-    baseline = asyncio.run(sink_baseline(settings, users))
+    baseline, baseline_cpu = asyncio.run(sink_baseline(settings, users))
 
     one = fan_out_with(settings, statewide(TEXAS), workers=1)
     per_card = one["fan_out_memory"] / max(1, sum(one["cards"]))
@@ -349,6 +354,15 @@ def _run_texas(report: Report, settings: Settings, users: int) -> None:
             "s",
             f"publish+ack of {users:,} {CARD_BYTES / 1000:.1f} kB messages through the same sink",
             baseline,
+        )
+    for name, figures in (("one worker", one), ("two workers", two)):
+        report(
+            f"fan-out CPU per card, {name} (worker processes' CPU over their fan-outs, "
+            "librdkafka's threads included; steadier than wall time on a noisy machine)",
+            figures["cpu_s"] / users * 1e6,
+            "µs",
+            "the sink baseline's process CPU per message",
+            baseline_cpu / users * 1e6,
         )
     report(
         "two workers against one, same fan-out",
@@ -383,7 +397,7 @@ def _run_three_states(report: Report, settings: Settings, users: int) -> None:
     inside = int(shapely.contains_xy(three, lons, lats).sum())
     cap = statewide(TEXAS, OKLAHOMA, LOUISIANA)
     warm_cover(settings, cap)
-    baseline = asyncio.run(sink_baseline(settings, inside))
+    baseline, _ = asyncio.run(sink_baseline(settings, inside))
     two = fan_out_with(settings, cap, workers=2)
     cards = sum(two["cards"])
     if abs(cards - inside) > max(10, inside // 1000):  # the cover's edge: ~75 m

@@ -5,6 +5,7 @@ work unchanged)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -94,6 +95,29 @@ def test_a_record_is_seen_by_the_next_owner_of_its_partition(run: Runner) -> Non
         second.own(frozenset({3}))  # B gains it back
         assert await second.unseen([("s|a", "u1"), ("s|a", "u3")], [3, 3]) == [False, True]
         assert await second.mark_seen([("s|a", "u2"), ("s|a", "u3")], [3, 3], [FAR, FAR]) == 1
+
+    run(body)
+
+
+def test_a_card_recorded_with_its_digest_is_seen_by_a_check_without_one(run: Runner) -> None:
+    """A fan-out records its cards with the digests it hashed for their event ids; a
+    location batch, a sibling worker or an older caller checking the same pairs without
+    them must see the same records, and the other way round."""
+
+    async def body(dedup: Any, sibling: Callable[[], Any]) -> None:
+        users = [f"u{i}" for i in range(50)]
+        pairs = [("s|d", u) for u in users]
+        digests = [
+            hashlib.sha256(f"s|d\x1f{u}".encode()).digest() for u in users
+        ]  # the card's event_id hash, computed here as consumers would
+        assert await dedup.mark_seen(pairs[:25], [4] * 25, [FAR] * 25, digests[:25]) == 25
+        other = sibling()
+        other.own(frozenset({4}))
+        assert await other.unseen(pairs, [4] * 50) == [False] * 25 + [True] * 25
+        assert await other.mark_seen(pairs[20:30], [4] * 10, [FAR] * 10) == 5
+        dedup.own(frozenset())  # partition 4 went to the sibling, and now comes back
+        dedup.own(frozenset({4}))
+        assert await dedup.unseen(pairs[:40], [4] * 40, digests[:40]) == [False] * 30 + [True] * 10
 
     run(body)
 

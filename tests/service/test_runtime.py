@@ -215,17 +215,21 @@ class LosableDedup:
         self.store = MemoryDedupStore()
 
     async def unseen(
-        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> list[bool]:
-        return await self.store.unseen(pairs, partitions)
+        return await self.store.unseen(pairs, partitions, digests)
 
     async def mark_seen(
         self,
         pairs: Sequence[tuple[str, str]],
         partitions: Sequence[int],
         expires_at_ms: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> int:
-        return await self.store.mark_seen(pairs, partitions, expires_at_ms)
+        return await self.store.mark_seen(pairs, partitions, expires_at_ms, digests)
 
     def own(self, partitions: frozenset[int]) -> None:
         self.store.own(partitions)

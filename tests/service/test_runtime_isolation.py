@@ -57,11 +57,14 @@ class DedupWithABug(MemoryDedupStore):
         self.cursed_user = cursed_user
 
     async def unseen(
-        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> list[bool]:
         if any(user == self.cursed_user for _, user in pairs):
             raise ValueError("unexpected state")
-        return await super().unseen(pairs, partitions)
+        return await super().unseen(pairs, partitions, digests)
 
 
 def runtime(

@@ -18,7 +18,10 @@ class MemoryDedupStore:
         self._fanned: dict[tuple[str, int], set[int]] = {}
 
     async def unseen(
-        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> list[bool]:
         return [pair not in self._seen for pair in pairs]
 
@@ -27,6 +30,7 @@ class MemoryDedupStore:
         pairs: Sequence[tuple[str, str]],
         partitions: Sequence[int],
         expires_at_ms: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> int:
         added = 0
         for pair, until in zip(pairs, expires_at_ms, strict=True):

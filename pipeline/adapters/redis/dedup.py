@@ -10,9 +10,10 @@ a partition of the locations topic):
                      PEXPIREAT as the cards
 
 8 bytes per card recorded (a set member costs some 60 bytes in Redis). A fingerprint is
-the first 8 bytes of the user id's BLAKE2b: two users of one alert and partition share one
-with a probability of about n²/2⁶⁵ (n users: 3·10⁻⁸ for a million), which would leave the
-second without a card.
+the first 8 bytes of the card's digest (:func:`pipeline.domain.targeting.cards.card_digest`,
+the SHA-256 whose first 16 bytes are the card's ``event_id``), so a fan-out hashes each user
+once for both: two users of one alert and partition share one with a probability of about
+n²/2⁶⁵ (n users: 3·10⁻⁸ for a million), which would leave the second without a card.
 
 The check runs in process. Records are partition-owned: the worker that owns a partition
 of the locations topic is the only one that cards its users, by location batch or by
@@ -28,38 +29,37 @@ puts an alert's records in the slot of its other keys (:mod:`pipeline.adapters.r
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import partial
-from operator import itemgetter, not_
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from pipeline.adapters.redis.client import ALERT_KEYS_GRACE_MS, RedisClient, bulk, guard
+from pipeline.domain.targeting.cards import card_digest
 
 FINGERPRINT_BYTES = 8
-_blake = partial(hashlib.blake2b, digest_size=FINGERPRINT_BYTES)
 _KEY = itemgetter(0)  # of an (alert key, user id) pair
 _PRUNE_ABOVE = 256  # held records before the expired ones are dropped
 
 
-def fingerprint(user_id: str) -> bytes:
-    """The 8 bytes recorded for ``user_id``."""
-    return _blake(user_id.encode()).digest()
+def fingerprints(
+    pairs: Sequence[tuple[str, str]], digests: Sequence[bytes] | None = None
+) -> list[bytes]:
+    """The 8 bytes recorded for each pair: the start of its card digest (the caller's
+    ``digests``, else computed)."""
+    if digests is None:
+        digests = [card_digest(k, u) for k, u in pairs]
+    return [d[:FINGERPRINT_BYTES] for d in digests]
 
 
 @dataclass(slots=True)
 class _Held:
-    """One alert's record of one partition as this worker holds it: the users it recorded
-    itself, and the fingerprints that were in Redis when it loaded the record."""
+    """One alert's record of one partition as this worker holds it: the fingerprints that
+    were in Redis when it loaded the record and the ones it recorded since."""
 
-    loaded: frozenset[bytes]
-    users: set[str] = field(default_factory=set)
+    prints: set[bytes]
     until_ms: int | None = None  # None until this worker recorded a card
-
-    def has(self, user: str) -> bool:
-        return user in self.users or (bool(self.loaded) and fingerprint(user) in self.loaded)
 
 
 class RedisDedupStore:
@@ -76,7 +76,7 @@ class RedisDedupStore:
     def _fanned_key(self, alert_key: str) -> str:
         return f"{self._p}:fanned:{{{alert_key}}}"
 
-    async def _records(self, groups: Iterator[tuple[str, int]]) -> list[_Held]:
+    async def _records(self, groups: Iterable[tuple[str, int]]) -> list[_Held]:
         """The held record of each (alert, partition), loading the missing ones in one
         round trip."""
         wanted = list(groups)
@@ -92,48 +92,45 @@ class RedisDedupStore:
             for group, blob in zip(missing, blobs, strict=True):
                 data = bytes(blob or b"")
                 width = FINGERPRINT_BYTES
-                prints = frozenset(data[i : i + width] for i in range(0, len(data), width))
+                prints = {data[i : i + width] for i in range(0, len(data), width)}
                 self._held.setdefault(group, _Held(prints))
         return [self._held[g] for g in wanted]
 
     async def unseen(
-        self, pairs: Sequence[tuple[str, str]], partitions: Sequence[int]
+        self,
+        pairs: Sequence[tuple[str, str]],
+        partitions: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> list[bool]:
         if not pairs:
             return []
-        first = (pairs[0][0], partitions[0])
-        if partitions.count(first[1]) == len(partitions) and all(
-            map(first[0].__eq__, map(_KEY, pairs))
-        ):
-            (held,) = await self._records(iter([first]))
-            users = [u for _, u in pairs]
-            if not held.loaded:  # the usual case: only what this worker recorded
-                return list(map(not_, map(held.users.__contains__, users)))
-            return [not held.has(u) for u in users]
+        prints = fingerprints(pairs, digests)
+        if _one_group(pairs, partitions):  # a fan-out chunk
+            (held,) = await self._records([(pairs[0][0], partitions[0])])
+            known = held.prints
+            return [p not in known for p in prints]
         records = await self._records((k, p) for (k, _), p in zip(pairs, partitions, strict=True))
-        return [not h.has(u) for h, (_, u) in zip(records, pairs, strict=True)]
+        return [p not in h.prints for h, p in zip(records, prints, strict=True)]
 
     async def mark_seen(
         self,
         pairs: Sequence[tuple[str, str]],
         partitions: Sequence[int],
         expires_at_ms: Sequence[int],
+        digests: Sequence[bytes] | None = None,
     ) -> int:
         if not pairs:
             return 0
-        groups = _grouped(pairs, partitions, expires_at_ms)
-        records = await self._records(iter(groups))
-        new: dict[tuple[str, int], set[str]] = {}
-        for (group, (users, _)), held in zip(groups.items(), records, strict=True):
-            fresh = set(users).difference(held.users)
-            if held.loaded:
-                fresh = {u for u in fresh if _blake(u.encode()).digest() not in held.loaded}
+        groups = _grouped(pairs, partitions, expires_at_ms, fingerprints(pairs, digests))
+        records = await self._records(groups)
+        new: dict[tuple[str, int], set[bytes]] = {}
+        for (group, (prints, _)), held in zip(groups.items(), records, strict=True):
+            fresh = set(prints).difference(held.prints)
             if fresh:
                 new[group] = fresh
         commands: list[tuple[Any, ...]] = []
         for group, fresh in new.items():
-            prints = b"".join([_blake(u.encode()).digest() for u in fresh])
-            commands.append(("APPEND", self._key(*group), prints))
+            commands.append(("APPEND", self._key(*group), b"".join(fresh)))
         for group, (_, latest) in groups.items():
             key = self._key(*group)
             at = latest + ALERT_KEYS_GRACE_MS
@@ -141,7 +138,7 @@ class RedisDedupStore:
             commands.append(("PEXPIREAT", key, at, "GT"))
         await guard("dedup write", lambda: bulk(self._r, commands))
         for group, fresh in new.items():
-            self._held[group].users.update(fresh)
+            self._held[group].prints.update(fresh)
         for group, (_, latest) in groups.items():
             held = self._held[group]
             held.until_ms = max(held.until_ms or 0, latest + ALERT_KEYS_GRACE_MS)
@@ -171,17 +168,24 @@ class RedisDedupStore:
         await guard("fan-out write", lambda: bulk(self._r, commands))
 
 
-def _grouped(
-    pairs: Sequence[tuple[str, str]], partitions: Sequence[int], expires_at_ms: Sequence[int]
-) -> dict[tuple[str, int], tuple[list[str], int]]:
-    """The users of ``pairs`` and their latest expiry, per (alert key, partition). A fan-out
-    chunk is all one group, taken without a loop per pair."""
+def _one_group(pairs: Sequence[tuple[str, str]], partitions: Sequence[int]) -> bool:
+    """Whether every pair is of one alert and partition, checked without a loop per pair."""
     key, partition = pairs[0][0], partitions[0]
-    if partitions.count(partition) == len(partitions) and all(map(key.__eq__, map(_KEY, pairs))):
-        return {(key, partition): ([u for _, u in pairs], max(expires_at_ms))}
-    groups: dict[tuple[str, int], tuple[list[str], int]] = {}
-    for (alert_key, user), p, expiry in zip(pairs, partitions, expires_at_ms, strict=True):
-        users, latest = groups.get((alert_key, p), ([], 0))
-        users.append(user)
-        groups[alert_key, p] = (users, max(latest, expiry))
+    return partitions.count(partition) == len(partitions) and all(map(key.__eq__, map(_KEY, pairs)))
+
+
+def _grouped(
+    pairs: Sequence[tuple[str, str]],
+    partitions: Sequence[int],
+    expires_at_ms: Sequence[int],
+    prints: list[bytes],
+) -> dict[tuple[str, int], tuple[list[bytes], int]]:
+    """The fingerprints of ``pairs`` and their latest expiry, per (alert key, partition)."""
+    if _one_group(pairs, partitions):
+        return {(pairs[0][0], partitions[0]): (prints, max(expires_at_ms))}
+    groups: dict[tuple[str, int], tuple[list[bytes], int]] = {}
+    for (alert_key, _), p, expiry, fp in zip(pairs, partitions, expires_at_ms, prints, strict=True):
+        found, latest = groups.get((alert_key, p), ([], 0))
+        found.append(fp)
+        groups[alert_key, p] = (found, max(latest, expiry))
     return groups

@@ -104,10 +104,15 @@ def activate(alert: Alert, *, key: str, alert_id: str, version: int) -> ActiveAl
     )
 
 
+def card_digest(alert_key: str, user_id: str) -> bytes:
+    """The SHA-256 of (alert, user): its first 16 bytes, in hex, are the card's
+    ``event_id``; a dedup store may record a prefix of it instead of hashing again."""
+    return hashlib.sha256(f"{alert_key}\x1f{user_id}".encode()).digest()
+
+
 def event_id(alert_key: str, user_id: str) -> str:
     """Deterministic id of the one card of (alert, user): consumers dedupe on it."""
-    digest = hashlib.sha256(f"{alert_key}\x1f{user_id}".encode()).hexdigest()
-    return digest[:32]
+    return card_digest(alert_key, user_id)[:16].hex()
 
 
 def card_expiry_ms(alert: ActiveAlert, created_ms: int) -> int:
@@ -145,13 +150,12 @@ class CardTemplate:
     user's id, event id and times is encoded once. A fan-out to a million users spends
     most of its time here otherwise."""
 
-    __slots__ = ("_expires", "_head", "_id_hash", "_id_prefix", "_middle", "_tail", "alert")
+    __slots__ = ("_expires", "_head", "_id_prefix", "_middle", "_tail", "alert")
 
     def __init__(self, alert: ActiveAlert) -> None:
         self.alert = alert
         self._expires = alert.expires_ms
         self._id_prefix = f"{alert.key}\x1f".encode()  # what event_id's hash starts with
-        self._id_hash = hashlib.sha256(self._id_prefix)
         dumps = orjson.dumps
         self._head = b'{"schema":' + dumps(INTERSTITIAL_SCHEMA) + b',"event_id":"'
         self._middle = (
@@ -168,22 +172,31 @@ class CardTemplate:
             + b',"card":' + dumps(alert.card) + b"}"
         )  # fmt: skip
 
-    def encode(self, user_id: str, created_ms: int) -> bytes:
+    def digests(self, users: Sequence[str]) -> list[bytes]:
+        """:func:`card_digest` of each of ``users`` for this alert."""
+        base, sha256 = self._id_prefix, hashlib.sha256
+        return [sha256(base + user.encode()).digest() for user in users]
+
+    def encode(self, user_id: str, created_ms: int, digest: bytes | None = None) -> bytes:
+        """The card of ``user_id``; ``digest``: its :func:`card_digest`, if known."""
         expires = (
             self._expires if self._expires is not None else created_ms + DEFAULT_CARD_LIFETIME_MS
         )
-        digest = self._id_hash.copy()
-        digest.update(user_id.encode())
+        if digest is None:
+            (digest,) = self.digests([user_id])
         return b"".join((
-            self._head, digest.hexdigest()[:32].encode(), b'","user_id":',
+            self._head, hexlify(digest[:16]), b'","user_id":',
             orjson.dumps(user_id), self._middle, b"%d" % created_ms,
             b',"expires_ms":', b"%d" % expires, self._tail,
         ))  # fmt: skip
 
-    def records(self, users: Sequence[str], created_ms: int) -> list[tuple[bytes, bytes]]:
+    def records(
+        self, users: Sequence[str], created_ms: int, digests: Sequence[bytes] | None = None
+    ) -> list[tuple[bytes, bytes]]:
         """``(key, value)`` Kafka records of the cards of ``users``, all created at
         ``created_ms`` (a fan-out): :meth:`encode` for each, with the shared parts joined
-        once into one format, and no Python-level step per user but the comprehensions."""
+        once into one format, and no Python-level step per user but the comprehensions.
+        ``digests``: the users' :meth:`digests`, if known."""
         expires = (
             self._expires if self._expires is not None else created_ms + DEFAULT_CARD_LIFETIME_MS
         )
@@ -192,9 +205,14 @@ class CardTemplate:
             self._head.replace(b"%", b"%%") + b'%s","user_id":%s'
             + (middle + self._tail).replace(b"%", b"%%")
         )  # fmt: skip
-        base, dumps, sha256 = self._id_prefix, orjson.dumps, hashlib.sha256
-        raws = [user.encode() for user in users]
-        ids = [hexlify(sha256(base + raw).digest()[:16]) for raw in raws]
+        dumps = orjson.dumps
+        if digests is None:
+            digests = self.digests(users)
+        ids = [hexlify(d[:16]) for d in digests]
         return list(
-            zip(raws, [form % (i, dumps(u)) for i, u in zip(ids, users, strict=True)], strict=True)
+            zip(
+                [user.encode() for user in users],
+                [form % (i, dumps(u)) for i, u in zip(ids, users, strict=True)],
+                strict=True,
+            )
         )

@@ -39,7 +39,12 @@ import h3.api.basic_int as h3i
 from pipeline.domain.models import Sighting
 from pipeline.domain.ports import CellIndex, Concurrently, DedupStore, PresenceStore, in_turn
 from pipeline.domain.records import RawEvent
-from pipeline.domain.targeting.cards import ActiveAlert, CardTemplate, card_expiry_ms
+from pipeline.domain.targeting.cards import (
+    ActiveAlert,
+    CardTemplate,
+    card_digest,
+    card_expiry_ms,
+)
 from pipeline.domain.targeting.deadletter import dead_letter
 from pipeline.domain.targeting.locations import (
     RawLocations,
@@ -56,8 +61,9 @@ _ALERT_KEY, _USER_ID = itemgetter(0), itemgetter(1)  # of a (alert key, user id)
 @dataclass(slots=True)
 class MatchResult:
     """What one batch produced. ``cards`` are encoded interstitials, ``(key, value)`` as
-    they go to Kafka; ``card_created_ms``, ``seen_pairs``, ``seen_partitions`` and
-    ``seen_expiry_ms`` run parallel to them."""
+    they go to Kafka; ``card_created_ms``, ``seen_pairs``, ``seen_partitions``,
+    ``seen_expiry_ms`` and ``seen_digests`` (each card's ``card_digest``) run parallel to
+    them."""
 
     cards: list[tuple[bytes, bytes]] = field(default_factory=list)
     card_created_ms: list[int] = field(default_factory=list)
@@ -66,6 +72,7 @@ class MatchResult:
     seen_pairs: list[tuple[str, str]] = field(default_factory=list)
     seen_partitions: list[int] = field(default_factory=list)  # each user's partition
     seen_expiry_ms: list[int] = field(default_factory=list)
+    seen_digests: list[bytes] = field(default_factory=list)
     duplicates: int = 0
     stale: int = 0
 
@@ -229,14 +236,16 @@ class Matcher:
             if pending and not pending.isdisjoint(users):
                 users = [u for u in users if u not in pending]
             partitions = [recorded_as] * len(users)
-            fresh = await self._dedup.unseen([(key, u) for u in users], partitions)
-            new = list(compress(users, fresh))
+            digests = template.digests(users)
+            fresh = await self._dedup.unseen([(key, u) for u in users], partitions, digests)
+            new, digests = list(compress(users, fresh)), list(compress(digests, fresh))
             result.duplicates = len(users) - len(new)
-            result.cards = template.records(new, created)
+            result.cards = template.records(new, created, digests)
             result.card_created_ms = [created] * len(new)
             result.seen_pairs = [(key, u) for u in new]
             result.seen_partitions = [recorded_as] * len(new)
             result.seen_expiry_ms = [expiry] * len(new)
+            result.seen_digests = digests
             self._hold(result)
             yield result
 
@@ -261,15 +270,20 @@ class Matcher:
                 candidates.append((sighting, alert))
         if not candidates:
             return
+        digests = [card_digest(a.key, s.user_id) for s, a in candidates]
         fresh = await self._dedup.unseen(
-            [(a.key, s.user_id) for s, a in candidates], [s.partition for s, _ in candidates]
+            [(a.key, s.user_id) for s, a in candidates],
+            [s.partition for s, _ in candidates],
+            digests,
         )
-        for (sighting, alert), is_new in zip(candidates, fresh, strict=True):
+        for (sighting, alert), digest, is_new in zip(candidates, digests, fresh, strict=True):
             if not is_new:
                 result.duplicates += 1
                 continue
             user = sighting.user_id
-            result.cards.append((user.encode(), self._template(alert).encode(user, sighting.ts)))
+            card = self._template(alert).encode(user, sighting.ts, digest)
+            result.cards.append((user.encode(), card))
+            result.seen_digests.append(digest)
             result.card_created_ms.append(sighting.ts)
             result.seen_pairs.append((alert.key, user))
             result.seen_partitions.append(sighting.partition)
@@ -302,6 +316,9 @@ class Matcher:
         """Record the result's cards as delivered. Call only after the broker acknowledged them."""
         if result.seen_pairs:
             await self._dedup.mark_seen(
-                result.seen_pairs, result.seen_partitions, result.seen_expiry_ms
+                result.seen_pairs,
+                result.seen_partitions,
+                result.seen_expiry_ms,
+                result.seen_digests,
             )
             self.release(result)
