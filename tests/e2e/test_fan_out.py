@@ -242,7 +242,10 @@ def test_a_worker_sigkilled_mid_fan_out_loses_no_user_and_duplicates_keep_their_
 def test_a_cancel_during_a_fan_out_stops_it_on_every_worker(
     make_settings: Callable[..., Settings], start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    s = fan_out_settings(make_settings, fanout_chunk=10, fanout_hold_chunks=1)
+    # One user a chunk, each chunk published and acknowledged before the next: some
+    # 3,000 round trips to the broker per worker, seconds more than the Cancel needs to
+    # reach every worker (at 10 a chunk a worker could finish its share first).
+    s = fan_out_settings(make_settings, fanout_chunk=1, fanout_hold_chunks=1)
     workers = start_fleet(s, start_worker, tmp_path)
     users, inside = crowd(9000, seed=3)
     make_present(s, workers, users)

@@ -237,12 +237,13 @@ class Matcher:
                 users = [u for u in users if u not in pending]
             partitions = [recorded_as] * len(users)
             digests = template.digests(users)
-            fresh = await self._dedup.unseen([(key, u) for u in users], partitions, digests)
+            pairs = list(zip(repeat(key), users))
+            fresh = await self._dedup.unseen(pairs, partitions, digests)
             new, digests = list(compress(users, fresh)), list(compress(digests, fresh))
             result.duplicates = len(users) - len(new)
             result.cards = template.records(new, created, digests)
             result.card_created_ms = [created] * len(new)
-            result.seen_pairs = [(key, u) for u in new]
+            result.seen_pairs = list(compress(pairs, fresh))
             result.seen_partitions = [recorded_as] * len(new)
             result.seen_expiry_ms = [expiry] * len(new)
             result.seen_digests = digests
