@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -39,7 +39,7 @@ from pipeline.adapters.redis.client import ALERT_KEYS_GRACE_MS, RedisClient, bul
 from pipeline.domain.targeting.cards import card_digest
 
 FINGERPRINT_BYTES = 8
-_KEY = itemgetter(0)  # of an (alert key, user id) pair
+_KEY, _USER = itemgetter(0), itemgetter(1)  # of an (alert key, user id) pair
 _PRUNE_ABOVE = 256  # held records before the expired ones are dropped
 
 
@@ -56,9 +56,11 @@ def fingerprints(
 @dataclass(slots=True)
 class _Held:
     """One alert's record of one partition as this worker holds it: the fingerprints that
-    were in Redis when it loaded the record and the ones it recorded since."""
+    were in Redis when it loaded the record, and the users it recorded itself since (so
+    that the usual check, of a record only this worker wrote, hashes nothing)."""
 
-    prints: set[bytes]
+    loaded: frozenset[bytes]
+    users: set[str] = field(default_factory=set)
     until_ms: int | None = None  # None until this worker recorded a card
 
 
@@ -92,7 +94,7 @@ class RedisDedupStore:
             for group, blob in zip(missing, blobs, strict=True):
                 data = bytes(blob or b"")
                 width = FINGERPRINT_BYTES
-                prints = {data[i : i + width] for i in range(0, len(data), width)}
+                prints = frozenset(data[i : i + width] for i in range(0, len(data), width))
                 self._held.setdefault(group, _Held(prints))
         return [self._held[g] for g in wanted]
 
@@ -104,13 +106,21 @@ class RedisDedupStore:
     ) -> list[bool]:
         if not pairs:
             return []
+        users = [u for _, u in pairs]
+        if _one_group(pairs, partitions):  # a fan-out chunk: one record, loaded once
+            held = await self._records([(pairs[0][0], partitions[0])])
+            records = held * len(pairs)
+        else:
+            records = held = await self._records(
+                (k, p) for (k, _), p in zip(pairs, partitions, strict=True)
+            )
+        if not any(h.loaded for h in held):  # hashing nothing
+            return [u not in h.users for h, u in zip(records, users, strict=True)]
         prints = fingerprints(pairs, digests)
-        if _one_group(pairs, partitions):  # a fan-out chunk
-            (held,) = await self._records([(pairs[0][0], partitions[0])])
-            known = held.prints
-            return [p not in known for p in prints]
-        records = await self._records((k, p) for (k, _), p in zip(pairs, partitions, strict=True))
-        return [p not in h.prints for h, p in zip(records, prints, strict=True)]
+        return [
+            u not in h.users and p not in h.loaded
+            for h, u, p in zip(records, users, prints, strict=True)
+        ]
 
     async def mark_seen(
         self,
@@ -123,14 +133,18 @@ class RedisDedupStore:
             return 0
         groups = _grouped(pairs, partitions, expires_at_ms, fingerprints(pairs, digests))
         records = await self._records(groups)
-        new: dict[tuple[str, int], set[bytes]] = {}
-        for (group, (prints, _)), held in zip(groups.items(), records, strict=True):
-            fresh = set(prints).difference(held.prints)
-            if fresh:
-                new[group] = fresh
+        new: dict[tuple[str, int], dict[str, bytes]] = {}
+        for (group, (by_user, _)), held in zip(groups.items(), records, strict=True):
+            users = by_user.keys() - held.users
+            if held.loaded:
+                users = {u for u in users if by_user[u] not in held.loaded}
+            if len(users) == len(by_user):  # a fan-out chunk: all of them, as a rule
+                new[group] = by_user
+            elif users:
+                new[group] = {u: by_user[u] for u in users}
         commands: list[tuple[Any, ...]] = []
         for group, fresh in new.items():
-            commands.append(("APPEND", self._key(*group), b"".join(fresh)))
+            commands.append(("APPEND", self._key(*group), b"".join(fresh.values())))
         for group, (_, latest) in groups.items():
             key = self._key(*group)
             at = latest + ALERT_KEYS_GRACE_MS
@@ -138,7 +152,7 @@ class RedisDedupStore:
             commands.append(("PEXPIREAT", key, at, "GT"))
         await guard("dedup write", lambda: bulk(self._r, commands))
         for group, fresh in new.items():
-            self._held[group].prints.update(fresh)
+            self._held[group].users.update(fresh)
         for group, (_, latest) in groups.items():
             held = self._held[group]
             held.until_ms = max(held.until_ms or 0, latest + ALERT_KEYS_GRACE_MS)
@@ -179,13 +193,16 @@ def _grouped(
     partitions: Sequence[int],
     expires_at_ms: Sequence[int],
     prints: list[bytes],
-) -> dict[tuple[str, int], tuple[list[bytes], int]]:
-    """The fingerprints of ``pairs`` and their latest expiry, per (alert key, partition)."""
+) -> dict[tuple[str, int], tuple[dict[str, bytes], int]]:
+    """Each user's fingerprint and the latest expiry, per (alert key, partition)."""
     if _one_group(pairs, partitions):
-        return {(pairs[0][0], partitions[0]): (prints, max(expires_at_ms))}
-    groups: dict[tuple[str, int], tuple[list[bytes], int]] = {}
-    for (alert_key, _), p, expiry, fp in zip(pairs, partitions, expires_at_ms, prints, strict=True):
-        found, latest = groups.get((alert_key, p), ([], 0))
-        found.append(fp)
+        users = dict(zip(map(_USER, pairs), prints, strict=True))
+        return {(pairs[0][0], partitions[0]): (users, max(expires_at_ms))}
+    groups: dict[tuple[str, int], tuple[dict[str, bytes], int]] = {}
+    for (alert_key, user), p, expiry, fp in zip(
+        pairs, partitions, expires_at_ms, prints, strict=True
+    ):
+        found, latest = groups.get((alert_key, p), ({}, 0))
+        found[user] = fp
         groups[alert_key, p] = (found, max(latest, expiry))
     return groups

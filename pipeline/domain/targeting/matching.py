@@ -271,17 +271,17 @@ class Matcher:
                 candidates.append((sighting, alert))
         if not candidates:
             return
-        digests = [card_digest(a.key, s.user_id) for s, a in candidates]
+        # Not hashed for the check: most candidates under an alert are users it already
+        # carded, which the store tells apart without (the new cards are hashed below).
         fresh = await self._dedup.unseen(
-            [(a.key, s.user_id) for s, a in candidates],
-            [s.partition for s, _ in candidates],
-            digests,
+            [(a.key, s.user_id) for s, a in candidates], [s.partition for s, _ in candidates]
         )
-        for (sighting, alert), digest, is_new in zip(candidates, digests, fresh, strict=True):
+        for (sighting, alert), is_new in zip(candidates, fresh, strict=True):
             if not is_new:
                 result.duplicates += 1
                 continue
             user = sighting.user_id
+            digest = card_digest(alert.key, user)
             card = self._template(alert).encode(user, sighting.ts, digest)
             result.cards.append((user.encode(), card))
             result.seen_digests.append(digest)
