@@ -109,14 +109,14 @@ class RedisDedupStore:
         users = [u for _, u in pairs]
         if _one_group(pairs, partitions):  # a fan-out chunk: one record, loaded once
             held = await self._records([(pairs[0][0], partitions[0])])
+            if not held[0].loaded and held[0].users.isdisjoint(users):
+                return [True] * len(users)  # as a rule: none of them carded yet
             records = held * len(pairs)
         else:
             records = held = await self._records(
                 (k, p) for (k, _), p in zip(pairs, partitions, strict=True)
             )
         if not any(h.loaded for h in held):  # hashing nothing
-            if len(held) == 1 and held[0].users.isdisjoint(users):  # a fan-out chunk's rule
-                return [True] * len(users)
             return [u not in h.users for h, u in zip(records, users, strict=True)]
         prints = fingerprints(pairs, digests)
         return [

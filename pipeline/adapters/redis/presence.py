@@ -261,8 +261,10 @@ class RedisPresenceStore:
         # bounded whatever the cover, and the newest sighting of a user wins within it.
         for start in range(0, len(buckets), _PAGE):
             page = buckets[start : start + _PAGE]
+            # Only the users (HKEYS, half the reply to parse) where no sighting's time or
+            # cell needs checking: a bucket wholly inside the cover, a slot after the oldest.
             commands = [
-                (_read(b in whole and s != oldest_slot), self._hash_key(b, s, p))
+                ("HKEYS" if b in whole and s != oldest_slot else "HGETALL", self._hash_key(b, s, p))
                 for b in page
                 for s, p in places
             ]
@@ -353,13 +355,6 @@ class _Recent:
         for user in users:
             self._young.pop(user, None)
             self._old.pop(user, None)
-
-
-def _read(users_only: bool) -> str:
-    """The command that reads a hash for a fan-out: its users only (``HKEYS``, half the
-    reply to parse) where no sighting's time or cell needs checking (a bucket wholly
-    inside the cover, a slot newer than the oldest), else every field (``HGETALL``)."""
-    return "HKEYS" if users_only else "HGETALL"
 
 
 def _fields(reply: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:
