@@ -1,0 +1,1 @@
+"""Who may interrupt feeds: signed CAP against pinned anchors, the authority registry."""
