@@ -36,7 +36,7 @@ from typing import Any
 from cryptography import x509
 
 from pipeline.domain.checks import check_lat_lon
-from pipeline.domain.models import Area, Geocode, Polygon
+from pipeline.domain.models import Alert, Area, Geocode, Polygon
 from pipeline.errors import ConfigurationError, MalformedEvent
 
 ANY_EVENT = "*"
@@ -74,13 +74,22 @@ class Authority:
     max_active: int = 10
     max_per_minute: int = 60
 
-    def area(self) -> Area:
-        """Where it may alert, as an alert area: its polygons and its SAME codes (both
-        count: the codes are not a fallback here)."""
-        return Area(
-            description=f"area of {self.name}",
-            polygons=self.polygons,
-            geocodes=tuple(Geocode("SAME", code) for code in self.same),
+    def as_alert(self) -> Alert:
+        """Where it may alert, as an alert to cover: its polygons, and its SAME codes as an
+        area of their own (both count; in one area the codes would be only a fallback)."""
+        areas = []
+        if self.polygons:
+            areas.append(Area(description=f"polygons of {self.name}", polygons=self.polygons))
+        if self.same:
+            codes = tuple(Geocode("SAME", code) for code in self.same)
+            areas.append(Area(description=f"areas of {self.name}", geocodes=codes))
+        return Alert(
+            identifier=f"authority:{self.name}",
+            sender="",
+            sent_ms=0,
+            status="Actual",
+            msg_type="Alert",
+            areas=tuple(areas),
         )
 
     def may_send(self, event_codes: Sequence[str]) -> str | None:
