@@ -69,10 +69,11 @@ class TrustPolicy:
     def sender(self, data: bytes, kind: str, at_ms: int) -> Sender:
         """Verify ``data`` (an alerts-topic message of format ``kind``) if signed, at
         ``at_ms`` (when it is processed). Raises PolicyRejected (or MalformedEvent)."""
-        if kind != "cap" or not is_signed(parse_xml(data)):
+        root = parse_xml(data) if kind == "cap" else None
+        if root is None or not is_signed(root):
             return Sender(None, data)
         at = datetime.fromtimestamp(at_ms / 1000, UTC)
-        signed = verify_signed_cap(data, self.anchors, at)
+        signed = verify_signed_cap(data, self.anchors, at, root)
         authority = self.registry.for_signer(signed.signer)
         if authority is None:
             raise PolicyRejected(

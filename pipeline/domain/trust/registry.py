@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from cryptography import x509
@@ -40,19 +40,6 @@ from pipeline.domain.models import Alert, Area, Geocode, Polygon
 from pipeline.errors import ConfigurationError, MalformedEvent
 
 ANY_EVENT = "*"
-_FIELDS = {
-    "name",
-    "signed_by",
-    "senders",
-    "require_signature",
-    "unsigned_topics",
-    "same",
-    "polygons",
-    "anywhere",
-    "events",
-    "max_active",
-    "max_per_minute",
-}
 _SAME = re.compile(r"\d{6}")
 _FIPS = re.compile(r"\d{2}(\d{3})?")
 _EVENT = re.compile(r"[A-Z]{3}")
@@ -138,9 +125,6 @@ class AuthorityRegistry:
     def __bool__(self) -> bool:
         return bool(self.authorities)
 
-    def by_name(self, name: str) -> Authority | None:
-        return next((a for a in self.authorities if a.name == name), None)
-
     def for_signer(self, signer: x509.Certificate) -> Authority | None:
         """The authority whose certificate signed (the first that names it)."""
         return next((a for a in self.authorities if a.signed(signer)), None)
@@ -193,7 +177,7 @@ class AuthorityRegistry:
 def _authority(entry: Mapping[str, Any], where: str) -> Authority:
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"{where}: must be a table")
-    unknown = set(entry) - _FIELDS
+    unknown = set(entry) - {f.name for f in fields(Authority)}
     if unknown:
         raise ConfigurationError(f"{where}: unknown fields {sorted(unknown)}")
     name = entry.get("name")
