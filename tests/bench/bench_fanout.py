@@ -250,16 +250,15 @@ async def _work(
         await client.aclose()
 
 
-def fan_out_with(settings: Settings, cap: bytes, workers: int) -> dict[str, Any]:
-    """The fan-out of ``cap`` by ``workers`` processes, the partitions dealt round robin."""
+def _race(target: Any, arguments: Sequence[tuple[Any, ...]], go: Any) -> tuple[float, list[Any]]:
+    """Start a spawned process of ``target`` per argument tuple (each also gets its end of
+    a pipe), wait until each says "ready", send them all ``go`` at once: when they were
+    sent it, and each one's reply."""
     context = multiprocessing.get_context("spawn")
-    shares = [list(range(PARTITIONS))[i::workers] for i in range(workers)]
     pipes, processes = [], []
-    for i, share in enumerate(shares):
+    for args in arguments:
         ours, theirs = context.Pipe()
-        process = context.Process(
-            target=_worker, args=(settings.model_dump_json(), share, i == 0, theirs), daemon=True
-        )
+        process = context.Process(target=target, args=(*args, theirs), daemon=True)
         process.start()
         pipes.append(ours)
         processes.append(process)
@@ -267,10 +266,20 @@ def fan_out_with(settings: Settings, cap: bytes, workers: int) -> dict[str, Any]
         assert pipe.recv() == "ready"
     started = time.time()
     for pipe in pipes:
-        pipe.send(cap)
-    results = [pipe.recv() for pipe in pipes]
+        pipe.send(go)
+    replies = [pipe.recv() for pipe in pipes]
     for process in processes:
         process.join(30)
+    return started, replies
+
+
+def fan_out_with(settings: Settings, cap: bytes, workers: int) -> dict[str, Any]:
+    """The fan-out of ``cap`` by ``workers`` processes, the partitions dealt round robin."""
+    shares = [list(range(PARTITIONS))[i::workers] for i in range(workers)]
+    config = settings.model_dump_json()
+    started, results = _race(
+        _worker, [(config, share, i == 0) for i, share in enumerate(shares)], cap
+    )
     return {
         "total_s": max(r["done_wall"] for r in results) - started,
         "cover_s": results[0]["cover_s"],
@@ -308,28 +317,12 @@ def sink_baseline_processes(
     """Wall seconds for ``processes`` processes, each with its own sink, to publish ``n``
     cards between them (encoded beforehand) and have them acknowledged: the output alone,
     as parallel as the workers it is set beside."""
-    context = multiprocessing.get_context("spawn")
     share = -(-n // processes)
-    pipes, children = [], []
-    for first in range(0, n, share):
-        ours, theirs = context.Pipe()
-        child = context.Process(
-            target=_publisher,
-            args=(settings.model_dump_json(), prepared, min(share, n - first), first, theirs),
-            daemon=True,
-        )
-        child.start()
-        pipes.append(ours)
-        children.append(child)
-    for pipe in pipes:
-        assert pipe.recv() == "ready"
-    started = time.time()
-    for pipe in pipes:
-        pipe.send("go")
-    finished: float = max(pipe.recv() for pipe in pipes)
-    for child in children:
-        child.join(30)
-    return finished - started
+    config = settings.model_dump_json()
+    started, finished = _race(
+        _publisher, [(config, prepared, min(share, n - f), f) for f in range(0, n, share)], "go"
+    )
+    return max(finished) - started
 
 
 async def sink_baseline(
